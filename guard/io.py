@@ -1,0 +1,133 @@
+"""Reading images a person gives us, writing 8-bit PNGs and browser-playable videos.
+
+Every problem a user can cause becomes `InputError` with one sentence naming the problem; the CLI
+prints it and the app shows it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+
+logger = logging.getLogger(__name__)
+
+#: images above this many pixels are refused before decoding (decompression bombs)
+MAX_PIXELS = 64_000_000
+#: images smaller than this on either side cannot carry a protection worth the name
+MIN_SIDE = 32
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+class InputError(ValueError):
+    """A problem with what the user gave us, phrased for the user."""
+
+
+def load_image(source: str | os.PathLike | PIL.Image.Image) -> tuple[PIL.Image.Image, list[str]]:
+    """Open an image as 8-bit RGB, upright. Returns (image, notices): notices say what was changed
+    (EXIF rotation applied, alpha flattened on white, first frame of an animation taken, ...)."""
+    notices: list[str] = []
+    if isinstance(source, PIL.Image.Image):
+        image, name = source, "the image"
+    else:
+        path = Path(source)
+        name = path.name
+        if not path.exists():
+            raise InputError(f"{path}: no such file")
+        if path.is_dir():
+            raise InputError(f"{path}: is a folder, not an image")
+        try:
+            image = PIL.Image.open(path)
+            if image.width * image.height > MAX_PIXELS:
+                raise InputError(f"{name}: {image.width}x{image.height} is too large "
+                                 f"(at most {MAX_PIXELS // 1_000_000} megapixels)")
+            image.load()
+        except InputError:
+            raise
+        except (PIL.Image.DecompressionBombError, PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise InputError(f"{name}: not a readable image ({type(e).__name__})") from None
+    if image.width * image.height > MAX_PIXELS:
+        raise InputError(f"{name}: {image.width}x{image.height} is too large "
+                         f"(at most {MAX_PIXELS // 1_000_000} megapixels)")
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)
+        notices.append(f"{name} is animated: its first frame was used")
+    exif_orientation = image.getexif().get(0x0112, 1) if hasattr(image, "getexif") else 1
+    if exif_orientation not in (None, 1):
+        image = PIL.ImageOps.exif_transpose(image)
+        notices.append(f"{name}: rotated upright as its EXIF orientation says")
+    image = _to_rgb8(image, name, notices)
+    if min(image.size) < MIN_SIDE:
+        raise InputError(f"{name}: {image.width}x{image.height} is too small (at least {MIN_SIDE} px a side)")
+    return image, notices
+
+
+def _to_rgb8(image: PIL.Image.Image, name: str, notices: list[str]) -> PIL.Image.Image:
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit or float grayscale: scale to 8 bits
+        array = np.asarray(image, dtype=np.float64)
+        lo, hi = float(array.min()), float(array.max())
+        scale = 255.0 / 65535.0 if hi > 255 else 1.0
+        array = np.clip(array * scale, 0, 255).round().astype(np.uint8)
+        notices.append(f"{name}: {mode} image converted to 8 bits")
+        return PIL.Image.fromarray(array, "L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        notices.append(f"{name}: transparency flattened onto white")
+        return PIL.Image.alpha_composite(background, rgba).convert("RGB")
+    if mode == "CMYK":
+        notices.append(f"{name}: CMYK converted to RGB")
+    return image.convert("RGB")
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Files in a folder with an image suffix, sorted (not recursive)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def save_png(image: PIL.Image.Image | np.ndarray, path: str | os.PathLike) -> Path:
+    """Lossless 8-bit PNG: the saved pixels are exactly the given ones."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(image, np.ndarray):
+        image = PIL.Image.fromarray(image)
+    image.save(path, format="PNG")
+    return path
+
+
+def save_video(frames: np.ndarray, path: str | os.PathLike, fps: int = 7) -> Path:
+    """Write uint8 frames (F, H, W, 3) as H.264 yuv420p mp4 (plays in every browser).
+
+    Sides are padded to even sizes, which yuv420p needs."""
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames: expected uint8 (F, H, W, 3), got {frames.dtype} {frames.shape}")
+    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
+    if pad_h or pad_w:
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    with imageio.get_writer(path, format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p",
+                            macro_block_size=1, output_params=["-movflags", "+faststart", "-crf", "12"],
+                            ffmpeg_log_level="error") as writer:
+        for frame in frames:
+            writer.append_data(frame)
+    return path
+
+
+def read_video(path: str | os.PathLike) -> np.ndarray:
+    """Decode a video file to uint8 frames (F, H, W, 3)."""
+    import imageio.v2 as imageio
+
+    with imageio.get_reader(path, format="FFMPEG") as reader:
+        return np.stack([np.asarray(frame) for frame in reader])

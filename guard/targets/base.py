@@ -1,0 +1,155 @@
+"""What a protection method needs from an image-to-video model: the `Target` interface.
+
+One subclass per model family (`svd.py`, `cogvideox.py`). A method only talks to this interface, so a
+method written once runs on every family, and adding a family means adding one file.
+
+Range contract at this boundary: images are float tensors (B, 3, H, W) in [0, 1] at the target's
+working resolution (`target.height`, `target.width`); conversions to [-1, 1] happen inside a target.
+Every method here is differentiable with respect to the image unless its docstring says otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import PIL.Image
+import torch
+
+
+def normalize_to_neg_one_to_one(x: torch.Tensor) -> torch.Tensor:
+    return x * 2.0 - 1.0
+
+
+def unnormalize_to_zero_to_one(x: torch.Tensor) -> torch.Tensor:
+    return (x + 1.0) * 0.5
+
+
+@dataclass
+class Video:
+    """A generated video.
+
+    frames: uint8 array (F, H, W, 3).
+    latents: the final denoised latents (B, F', C, h, w) in the denoiser's space (what `encode_video`
+        returns for the same frames, up to the VAE's reconstruction error), or None.
+    settings: what made it (model, seed, frames, steps, ...), so a result can be redone.
+    """
+
+    frames: np.ndarray
+    latents: torch.Tensor | None = None
+    settings: dict = field(default_factory=dict)
+
+
+class AttentionStore:
+    """Collects attention maps produced while `enabled`; targets' attention processors append to it.
+
+    Every stored map has frames on its last two axes: (..., F, F), rows summing to one over the
+    frames the model attends to (a temporal self-attention map).
+    """
+
+    def __init__(self):
+        self.enabled = False
+        self.maps: list[torch.Tensor] = []
+
+    def add(self, probs: torch.Tensor) -> None:
+        if self.enabled:
+            self.maps.append(probs)
+
+
+class Target:
+    """Base class of an I2V model family. Subclasses implement every method that raises here."""
+
+    family: str = ""
+    #: working resolution and default video length of the loaded model
+    height: int
+    width: int
+    num_frames: int
+    num_inference_steps: int
+    device: torch.device
+    dtype: torch.dtype
+
+    def __init__(self):
+        self.attention_store = AttentionStore()
+
+    # -- image side -------------------------------------------------------------------------------
+    def prepare_image(self, image: PIL.Image.Image) -> PIL.Image.Image:
+        """Center-crop to the model's aspect ratio and resize to its working resolution (RGB)."""
+        image = image.convert("RGB")
+        w, h = image.size
+        target_ratio = self.width / self.height
+        if w / h > target_ratio:  # too wide: crop the sides
+            new_w = round(h * target_ratio)
+            left = (w - new_w) // 2
+            image = image.crop((left, 0, left + new_w, h))
+        elif w / h < target_ratio:  # too tall: crop top and bottom
+            new_h = round(w / target_ratio)
+            top = (h - new_h) // 2
+            image = image.crop((0, top, w, top + new_h))
+        if image.size != (self.width, self.height):
+            image = image.resize((self.width, self.height), PIL.Image.Resampling.LANCZOS)
+        return image
+
+    def image_latents(self, image: torch.Tensor) -> torch.Tensor:
+        """VAE latent of an image (B, 3, H, W) in [0, 1], as the pipeline conditions on it.
+
+        This is the quantity the encoder (spatial) attacks move."""
+        raise NotImplementedError
+
+    def condition(self, image: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+        """Everything the denoiser is conditioned on, computed from the image with gradients.
+
+        Returns a dict that `denoise` accepts; its "image_latents" entry is `image_latents(image)`."""
+        raise NotImplementedError
+
+    # -- video side -------------------------------------------------------------------------------
+    def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
+        """Latents (B, F', C, h, w) of video frames (B, F, 3, H, W) in [0, 1], in the space the denoiser
+        works in (scaled as the pipeline scales them)."""
+        raise NotImplementedError
+
+    def sample_noise_level(self, batch_size: int, generator: torch.Generator | None = None,
+                           low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+        """Noise levels drawn uniformly from the fraction [low, high] of the sampling schedule
+        (0 = least noise, 1 = most noise), in the family's own units (sigma for SVD, timestep
+        index for CogVideoX). Shape (batch_size,)."""
+        raise NotImplementedError
+
+    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """Noisy latents at `level` (from `sample_noise_level`) as the scheduler makes them."""
+        raise NotImplementedError
+
+    def denoise(self, noisy_latents: torch.Tensor, level: torch.Tensor, cond: dict,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One conditional denoiser call (no classifier-free guidance). Returns the raw model output
+        and the predicted clean latents, both shaped like `noisy_latents`."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def capture_attention(self):
+        """Inside this block, every denoiser call appends its temporal attention maps (with
+        gradients) to the yielded list, one tensor (..., F, F) per captured layer."""
+        self.attention_store.maps = []
+        self.attention_store.enabled = True
+        try:
+            yield self.attention_store.maps
+        finally:
+            self.attention_store.enabled = False
+
+    #: which attention layers `capture_attention` materialises, in words (for docs and the app)
+    attention_layers: str = ""
+
+    # -- generation -------------------------------------------------------------------------------
+    def generate(self, image: PIL.Image.Image, seed: int = 0, num_frames: int | None = None,
+                 num_inference_steps: int | None = None, return_latents: bool = False,
+                 callback=None, **kwargs) -> Video:
+        """Make a video from an 8-bit image with the unchanged diffusers pipeline (no gradients).
+
+        `callback(step, total)` is called after each denoising step."""
+        raise NotImplementedError
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def to_tensor(self, image: PIL.Image.Image) -> torch.Tensor:
+        """8-bit RGB image -> float32 tensor (1, 3, H, W) in [0, 1] on the target's device."""
+        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+        return torch.from_numpy(array).permute(2, 0, 1)[None].to(self.device)
