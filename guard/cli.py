@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
 
 from . import io
 from .targets import DEFAULT_MODEL, MODELS
@@ -43,12 +44,83 @@ def cmd_animate(args) -> int:
     return 0
 
 
+def protect_one(target, path, output, args, method_params=None) -> dict:
+    """Protect one image file and write the guarded PNG; returns its imperceptibility numbers."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from . import metrics
+    from .methods import get_method
+    from .optimize import PGDConfig, protect
+
+    image, notices = io.load_image(path)
+    for notice in notices:
+        print(f"note: {notice}", file=sys.stderr)
+    method = get_method(args.method, **(method_params or {}))
+    config = PGDConfig(eps=args.eps / 255, steps=args.steps, step_size=None if args.step_size is None
+                       else args.step_size / 255, random_start=not args.no_random_start,
+                       robust=args.robust, seed=args.seed)
+    with tqdm(total=args.steps if method.uses_gradient else 0, desc=Path(path).name, leave=False,
+              disable=args.quiet) as bar:
+        def progress(step, total, terms):
+            bar.set_postfix({k: f"{v:.4g}" for k, v in terms.items() if k != "loss"}, refresh=False)
+            bar.update(1)
+
+        result = protect(target, image, method, config, callback=progress)
+    io.save_png(result.image, output)
+    numbers = metrics.imperceptibility(np.asarray(result.original), np.asarray(result.image))
+    print(f"{output}: {result.method} eps {args.eps}/255, {config.steps if method.uses_gradient else 0} steps, "
+          f"{result.seconds:.1f} s | PSNR {numbers['psnr']:.2f} dB, SSIM {numbers['ssim']:.4f}, "
+          f"L-inf {numbers['linf']}/255")
+    return numbers
+
+
+def cmd_protect(args) -> int:
+    if not 0 <= args.eps <= 255:
+        raise io.InputError(f"--eps is in 8-bit levels: 0..255, got {args.eps}")
+    if args.steps < 0:
+        raise io.InputError(f"--steps must be >= 0, got {args.steps}")
+    source, output = Path(args.input), Path(args.output)
+    if source.is_dir():
+        files = io.list_images(source)
+        if not files:
+            raise io.InputError(f"{source}: no images in this folder")
+        if output.resolve() == source.resolve():
+            raise io.InputError("the output folder must differ from the input folder (originals are never overwritten)")
+        if output.exists() and not output.is_dir():
+            raise io.InputError(f"{output}: exists and is not a folder")
+        jobs = [(f, output / (f.stem + ".png")) for f in files]
+    else:
+        if not source.exists():
+            raise io.InputError(f"{source}: no such file")
+        if output.suffix.lower() != ".png":
+            raise io.InputError(f"{output}: the guarded image is written as PNG (lossless); name it .png")
+        if output.resolve() == source.resolve():
+            raise io.InputError("the output must differ from the input (originals are never overwritten)")
+        jobs = [(source, output)]
+    target = load(args)
+    failed = []
+    for path, out in jobs:
+        try:
+            protect_one(target, path, out, args)
+        except io.InputError as e:
+            if len(jobs) == 1:
+                raise
+            print(f"skipped: {e}", file=sys.stderr)
+            failed.append(path)
+    if failed:
+        print(f"{len(jobs) - len(failed)} of {len(jobs)} images protected; skipped: "
+              f"{', '.join(p.name for p in failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"one of {', '.join(MODELS)}, a hub id or a local diffusers folder (default {DEFAULT_MODEL})")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    p.add_argument("--seed", type=int, default=0, help="seed of the video generation (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed: of the video for animate, of the protection for protect (default 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +136,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
     p.add_argument("--fps", type=int, default=7, help="frame rate of the written mp4")
     p.set_defaults(func=cmd_animate)
+
+    from .methods import METHODS
+
+    p = sub.add_parser("protect", help="guard an image (or every image of a folder)")
+    p.add_argument("input", help="an image, or a folder of images")
+    p.add_argument("-o", "--output", required=True, help="guarded PNG (or output folder for a folder input)")
+    p.add_argument("--method", default="vidfreeze", choices=list(METHODS))
+    p.add_argument("--eps", type=int, default=8, help="L-inf budget in 8-bit levels, eps/255 (default 8)")
+    p.add_argument("--steps", type=int, default=50, help="PGD steps (default 50)")
+    p.add_argument("--step-size", type=float, default=None, help="per-step change in 8-bit levels "
+                   "(default 2.5*eps/steps, at least 0.25)")
+    p.add_argument("--robust", action="store_true", help="optimise through random JPEG/resize/crop (EOT)")
+    p.add_argument("--no-random-start", action="store_true", help="start PGD from the image itself")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_model_options(p)
+    p.set_defaults(func=cmd_protect)
     return parser
 
 

@@ -152,7 +152,8 @@ class SVDTarget(Target):
     def sample_noise_level(self, batch_size, generator=None, low=0.0, high=1.0):
         """Sigmas on the Karras (rho = 7) ramp the SVD scheduler samples with, at a uniform fraction."""
         smin, smax = self._sigma_range()
-        u = low + (high - low) * torch.rand(batch_size, generator=generator)
+        device = generator.device if generator is not None else self.device
+        u = low + (high - low) * torch.rand(batch_size, generator=generator, device=device)
         rho = 7.0
         sigma = (smin ** (1 / rho) + u * (smax ** (1 / rho) - smin ** (1 / rho))) ** rho
         return sigma.to(self.device)

@@ -1,0 +1,26 @@
+"""Protection methods, one file each. Adding a method = one file + one line in `METHODS`."""
+
+from __future__ import annotations
+
+from .base import Method
+from .i2vguard import I2VGuard
+from .noise import Noise
+from .photoguard import PhotoGuard
+from .vidfreeze import VidFreeze
+
+METHODS: dict[str, type[Method]] = {
+    "vidfreeze": VidFreeze,
+    "i2vguard": I2VGuard,
+    "photoguard": PhotoGuard,
+    "noise": Noise,
+}
+
+
+def get_method(name: str, **params) -> Method:
+    """A method object by name, with its parameters (see each class for names and defaults)."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}: use one of {', '.join(METHODS)}")
+    return METHODS[name](**params)
+
+
+__all__ = ["METHODS", "Method", "get_method", "I2VGuard", "Noise", "PhotoGuard", "VidFreeze"]

@@ -1,0 +1,86 @@
+"""I2VGuard (Gui et al., CVPR 2025): spatial, temporal and diffusion attacks, as in its Algorithm 1.
+
+    x_src, x_tg = E(I_src), E(I_tg)               # VAE latents of the image and of a target image
+    V0 = P(I_src);  X0, X_tg = E(V0), E(V_tg)      # clean video and target video, in latent space
+    each step:  X_t = S(X0)                        # noise the clean video at a random level
+        L_enc = ||E(I_adv) - x_tg||^2                                      # spatial attack
+        X0hat = G(X_t, E(I_adv));  L_con = ||X0hat - X_tg||^2 + max(0, tau1 - ||X0hat - X0||^2)
+        L_att = max(0, tau2 - ||A_adv - A_src||^2)                         # temporal attack
+        L = ||I_adv - I_src||^2 + alpha L_enc + beta L_con + gamma L_att
+
+Choices the paper leaves open, made here (each one is a parameter):
+- Optimiser: the paper updates I_adv by plain gradient steps with rate lambda; we use the shared L-inf
+  PGD loop (sign steps, projection onto the eps-ball) so every method has the same, stated budget.
+  The ||I_adv - I_src||^2 term is kept with weight `lam_image` although the projection already bounds it.
+- Norms are means over elements, and L_enc and the target part of L_con are divided by their value
+  at the clean image, so each starts at 1 and weights of 1 balance the terms whatever the model size.
+  The hinge thresholds are absolute: tau1 in latent mean-square units (the latents have unit
+  variance), tau2 in mean squared row distance of the F x F temporal maps (0 = equal, 2 = disjoint).
+- L_att: the poster writes tau2 - ||A_adv - A_src||^2 without a hinge; we hinge it (max(0, .)) so
+  the maps are pushed *at least* tau2 away and the term stops pulling once they are.
+- X0 are the latents the pipeline itself produced for V0 (what E(V0) approximates, without the
+  VAE's round trip); V_tg is a static video of the target image I_tg (mid-gray by default).
+- A_src are the temporal maps of the clean image at the same X_t, recomputed each step (no gradient).
+- Noise levels: drawn uniformly over the fraction `t_range` of the sampling schedule, resampled
+  every step; no classifier-free guidance in the attack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .base import Method, attention_distance, static_video_latents, target_image, to_pil
+
+
+@dataclass
+class I2VGuard(Method):
+    name = "i2vguard"
+    alpha: float = 1.0  # weight of the spatial (encoder) attack L_enc
+    beta: float = 1.0  # weight of the diffusion (contrastive) attack L_con
+    gamma: float = 1.0  # weight of the temporal (attention) attack L_att
+    lam_image: float = 1.0  # weight of ||I_adv - I_src||^2 (Algorithm 1's first term)
+    tau1: float = 1.0  # X0hat must be at least this far (latent MSE) from the clean video's latents
+    tau2: float = 0.5  # temporal maps must be at least this far (mean squared row distance) from the clean ones
+    target: str = "gray"  # target image I_tg (and static target video V_tg): "gray" or "pattern"
+    t_range: tuple[float, float] = (0.0, 1.0)  # fraction of the schedule to draw noise levels from
+    frames: int | None = None  # frames of V0 and during the attack (None: the model's default)
+    video_seed: int = 0  # seed of the clean video V0
+    video_steps: int | None = None  # denoising steps of V0 (None: the model's default)
+
+    def setup(self, target, x, generator):
+        num_frames = self.frames or target.num_frames
+        self.x_src = x
+        with torch.no_grad():
+            tg = target_image(self.target, x)
+            self.z_tg = target.image_latents(tg)
+            self.enc_scale = (target.image_latents(x) - self.z_tg).pow(2).mean().clamp_min(1e-12)
+            video = target.generate(to_pil(x), seed=self.video_seed, num_frames=num_frames,
+                                    num_inference_steps=self.video_steps, return_latents=True)
+            self.X0 = video.latents.to(x.device)
+            self.X_tg = static_video_latents(target, tg, num_frames).to(self.X0.dtype)
+            self.con_scale = (self.X0 - self.X_tg).pow(2).mean().clamp_min(1e-12)
+            self.cond_src = target.condition(x, generator)  # clean conditioning, for the reference maps A_src
+
+    def loss(self, target, x_adv, generator):
+        level = target.sample_noise_level(x_adv.shape[0], generator, *self.t_range)
+        noise = torch.randn(self.X0.shape, generator=generator, device=self.X0.device, dtype=self.X0.dtype)
+        X_t = target.add_noise(self.X0, noise, level)
+        with torch.no_grad(), target.capture_attention() as maps_src:
+            target.denoise(X_t, level, self.cond_src)
+        cond = target.condition(x_adv, generator)
+        with target.capture_attention() as maps_adv:
+            _, X0hat = target.denoise(X_t, level, cond)
+
+        enc = (cond["image_latents"].float() - self.z_tg.float()).pow(2).mean() / self.enc_scale
+        X0hat = X0hat.float()
+        con_target = (X0hat - self.X_tg.float()).pow(2).mean() / self.con_scale
+        con_away = (X0hat - self.X0.float()).pow(2).mean()
+        con = con_target + torch.relu(self.tau1 - con_away)
+        att_distance = attention_distance(maps_adv, maps_src)
+        att = torch.relu(self.tau2 - att_distance)
+        image = (x_adv - self.x_src).pow(2).mean()
+        total = self.lam_image * image + self.alpha * enc + self.beta * con + self.gamma * att
+        return {"loss": total, "enc": enc, "con": con, "con_away": con_away, "att": att,
+                "att_distance": att_distance, "image": image}

@@ -1,0 +1,50 @@
+"""Vid-Freeze (arXiv 2509.23279): suppress attention so that no motion is synthesised.
+
+Loss (from the paper's equations as we read them): the mean squared Frobenius norm of the attention
+maps, (1/L) sum_l ||A_l||_F^2, minimised under an L-inf budget, with the diffusion timestep resampled
+at every PGD step. For a softmax row the squared norm is smallest when the row is uniform: every
+frame then attends equally to every frame, every frame receives the same mixture, and the video
+freezes.
+
+Which attention layers, per model family (what `target.capture_attention()` records):
+- SVD (and the embedded model): the temporal self-attention layers of the UNet,
+  `temporal_transformer_blocks[*].attn1`, the only place where frames exchange information
+  through attention. Spatial attention does not mix frames, so suppressing it cannot stop motion.
+- CogVideoX: full 3D attention mixes frames inside every transformer block; the target summarises
+  each layer by a frame-to-frame map (attention mass from the queries of frame i to the keys of
+  frame j), so every layer is targeted.
+
+Choices the paper leaves open, made here: the noisy latents are those of a static video of the
+clean image (no generation needed: Vid-Freeze needs attention maps, not a reference video); the
+timestep is drawn uniformly over the fraction `t_range` of the sampling schedule; one noise draw per
+step; the denoiser is called once per step without classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .base import Method, attention_energy, static_video_latents
+
+
+@dataclass
+class VidFreeze(Method):
+    name = "vidfreeze"
+    t_range: tuple[float, float] = (0.0, 1.0)  # fraction of the schedule to draw noise levels from (1 = noisiest)
+    frames: int | None = None  # frames during the attack (None: the model's default)
+
+    def setup(self, target, x, generator):
+        self.reference = static_video_latents(target, x, self.frames or target.num_frames)
+
+    def loss(self, target, x_adv, generator):
+        level = target.sample_noise_level(x_adv.shape[0], generator, *self.t_range)
+        noise = torch.randn(self.reference.shape, generator=generator, device=self.reference.device,
+                            dtype=self.reference.dtype)
+        noisy = target.add_noise(self.reference, noise, level)
+        cond = target.condition(x_adv, generator)
+        with target.capture_attention() as maps:
+            target.denoise(noisy, level, cond)
+        energy = attention_energy(maps)
+        return {"loss": energy, "attn_energy": energy}
