@@ -118,3 +118,24 @@ def test_video_latents_match_encoder_space(tiny_svd, photo):
     with torch.no_grad():
         encoded = tiny_svd.encode_video(frames)
     assert encoded.shape == video.latents.shape
+
+
+def test_checkpointing_gives_the_same_gradient(photo):
+    """Checkpointed temporal and resnet blocks recompute the same maps and the same gradient."""
+    from guard.targets.svd import tiny_svd
+
+    grads = []
+    for checkpointing in (False, True):
+        target = tiny_svd(checkpointing=checkpointing)
+        x = image_tensor(target, photo)
+        g = torch.Generator().manual_seed(0)
+        cond = target.condition(x, generator=g)
+        h, w = cond["image_latents"].shape[-2:]
+        clean = torch.randn(1, target.num_frames, 4, h, w, generator=g)
+        level = target.sample_noise_level(1, g)
+        with target.capture_attention() as maps:
+            _, x0 = target.denoise(target.add_noise(clean, torch.randn(clean.shape, generator=g), level), level, cond)
+        loss = sum(m.pow(2).sum() for m in maps) + x0.pow(2).mean()
+        grads.append(torch.autograd.grad(loss, x)[0])
+        assert len(maps) == 6
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)

@@ -14,6 +14,7 @@ import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from diffusers import (
     AutoencoderKLTemporalDecoder,
     EulerDiscreteScheduler,
@@ -42,7 +43,9 @@ class TemporalAttentionRecorder(AttnProcessor2_0):
 
     def __call__(self, attn: Attention, hidden_states, encoder_hidden_states=None, attention_mask=None,
                  temb=None, *args, **kwargs):
-        if not self.store.enabled:
+        # The explicit path runs whenever gradients are on, recording or not, so that a checkpointed
+        # block recomputes in backward exactly the operations of its forward.
+        if not (self.store.enabled or torch.is_grad_enabled()):
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
         # temporal self-attention: hidden_states (B*H*W, F, C), no mask, no group/spatial norm in SVD
         assert encoder_hidden_states is None and attention_mask is None, "temporal attn1 is self-attention"
@@ -59,6 +62,18 @@ class TemporalAttentionRecorder(AttnProcessor2_0):
         return hidden_states / attn.rescale_output_factor
 
 
+def checkpoint_when_training(module: torch.nn.Module) -> None:
+    """Recompute `module` in backward instead of storing its activations (only when grad is on)."""
+    forward = module.forward
+
+    def checkpointed(*args, **kwargs):
+        if torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+        return forward(*args, **kwargs)
+
+    module.forward = checkpointed
+
+
 def is_temporal_self_attention(processor_name: str) -> bool:
     return "temporal_transformer_blocks" in processor_name and ".attn1." in processor_name
 
@@ -72,7 +87,7 @@ class SVDTarget(Target):
 
     def __init__(self, pipe: StableVideoDiffusionPipeline, name: str = "svd", fps: int = 7,
                  motion_bucket_id: int = 127, noise_aug_strength: float = 0.02,
-                 num_inference_steps: int = 25):
+                 num_inference_steps: int = 25, checkpointing: bool | None = None):
         super().__init__()
         self.pipe, self.name = pipe, name
         self.unet, self.vae, self.image_encoder = pipe.unet, pipe.vae, pipe.image_encoder
@@ -92,6 +107,19 @@ class SVDTarget(Target):
             if is_temporal_self_attention(key):
                 processors[key] = TemporalAttentionRecorder(self.attention_store)
         self.unet.set_attn_processor(processors)
+        # Activation checkpointing of every spatio-temporal resnet and transformer (diffusers' own
+        # gradient checkpointing skips the temporal blocks): an attack step on SVD-XT then fits a
+        # ZeroGPU slice. Default: on for CUDA, off on CPU where memory is not the limit.
+        if checkpointing is None:
+            checkpointing = self.device.type == "cuda"
+        if checkpointing:
+            from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel
+            from diffusers.models.resnet import SpatioTemporalResBlock
+
+            for module in self.unet.modules():
+                if isinstance(module, (TransformerSpatioTemporalModel, SpatioTemporalResBlock)):
+                    checkpoint_when_training(module)
+        self.checkpointing = checkpointing
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, device="cpu", dtype=torch.float32, **kwargs) -> "SVDTarget":
@@ -204,7 +232,7 @@ class SVDTarget(Target):
         return Video(frames=frames, latents=latents if return_latents else None, settings=settings)
 
 
-def tiny_svd(device="cpu", dtype=torch.float32, seed: int = 0) -> SVDTarget:
+def tiny_svd(device="cpu", dtype=torch.float32, seed: int = 0, **kwargs) -> SVDTarget:
     """A random-weight SVD small enough for CPU tests, built offline (configs as in diffusers' own
     fast tests, with a 224 / patch 32 CLIP so that the pipeline's 224 resize is valid). 32 x 32, 4 frames."""
     torch.manual_seed(seed)
@@ -236,4 +264,4 @@ def tiny_svd(device="cpu", dtype=torch.float32, seed: int = 0) -> SVDTarget:
                                         feature_extractor=feature_extractor)
     pipe.set_progress_bar_config(disable=True)
     pipe = pipe.to(device) if dtype == torch.float32 else pipe.to(device=device, dtype=dtype)
-    return SVDTarget(pipe, name="tiny-svd", num_inference_steps=3)
+    return SVDTarget(pipe, **{"name": "tiny-svd", "num_inference_steps": 3, **kwargs})
