@@ -135,6 +135,21 @@ for _name in {"all": AVAILABLE_MODELS, "none": []}.get(_preload, AVAILABLE_MODEL
     get_target(_name)
 
 
+class UploadedImage(gr.Image):
+    """A gr.Image input that hands the uploaded file over untouched: `guard.io.load_image` reads,
+    checks and converts it. (Gradio's own preprocessing re-encodes a non-RGB upload as lossy WebP and
+    answers a file that is not an image with a bare "Error".)"""
+
+    is_template = True  # the page shows it with Gradio's image component
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        if payload.path is None or (payload.url or "").startswith("data:"):  # a pasted data URL
+            return super().preprocess(payload)
+        return str(payload.path)
+
+
 # -- small helpers ----------------------------------------------------------------------------------------
 def request_dir() -> Path:
     """A fresh folder for one request's files (random name: two visitors never share one); folders
@@ -446,7 +461,7 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(FALLBACK_NOTE)
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
-            image_in = gr.Image(label="Photo to protect", type="filepath", sources=["upload", "clipboard"],
+            image_in = UploadedImage(label="Photo to protect", type="filepath", image_mode=None, sources=["upload", "clipboard"],
                                 height=300)
             gr.Examples(examples=[[p] for p in EXAMPLES], inputs=[image_in], label="Examples (sources below)")
             method_in = gr.Radio([(label, key) for key, label in METHOD_LABELS.items() if key in METHODS],
