@@ -52,15 +52,18 @@ def protect_one(target, path, output, args, method_params=None) -> dict:
     from . import metrics
     from .methods import get_method
     from .optimize import PGDConfig, protect
+    from .presets import settings_for
 
     image, notices = io.load_image(path)
     for notice in notices:
         print(f"note: {notice}", file=sys.stderr)
-    method = get_method(args.method, **(method_params or {}))
-    config = PGDConfig(eps=args.eps / 255, steps=args.steps, step_size=None if args.step_size is None
+    preset_steps, preset_params = settings_for(args.method, args.preset, target)
+    method = get_method(args.method, **{**preset_params, **(method_params or {})})
+    steps = preset_steps if args.steps is None else args.steps
+    config = PGDConfig(eps=args.eps / 255, steps=steps, step_size=None if args.step_size is None
                        else args.step_size / 255, random_start=not args.no_random_start,
                        robust=args.robust, seed=args.seed)
-    with tqdm(total=args.steps if method.uses_gradient else 0, desc=Path(path).name, leave=False,
+    with tqdm(total=steps if method.uses_gradient else 0, desc=Path(path).name, leave=False,
               disable=args.quiet) as bar:
         def progress(step, total, terms):
             bar.set_postfix({k: f"{v:.4g}" for k, v in terms.items() if k != "loss"}, refresh=False)
@@ -78,7 +81,7 @@ def protect_one(target, path, output, args, method_params=None) -> dict:
 def cmd_protect(args) -> int:
     if not 0 <= args.eps <= 255:
         raise io.InputError(f"--eps is in 8-bit levels: 0..255, got {args.eps}")
-    if args.steps < 0:
+    if args.steps is not None and args.steps < 0:
         raise io.InputError(f"--steps must be >= 0, got {args.steps}")
     source, output = Path(args.input), Path(args.output)
     if source.is_dir():
@@ -115,6 +118,33 @@ def cmd_protect(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    import shlex
+
+    from . import evaluate
+
+    files = io.list_images(args.images)
+    if not files:
+        raise io.InputError(f"{args.images}: no images in this folder")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    try:
+        eps = [int(e) for e in args.eps.split(",") if e.strip()]
+    except ValueError:
+        raise io.InputError(f"--eps is a comma-separated list of 8-bit levels (e.g. 4,8,16), got {args.eps!r}") from None
+    config = evaluate.EvalConfig(methods=methods, eps=eps, steps=args.steps, seed=args.seed,
+                                 robust=args.robust, frames=args.frames, video_steps=args.video_steps)
+    target = load(args)
+    command = shlex.join(["python", "-m", "guard", *sys.argv[1:]])
+    report = evaluate.run(target, files, config, args.output, command=command, progress=not args.quiet)
+    print(f"{args.output}: {len(report.rows)} rows from {report.images_done} images in "
+          f"{report.seconds / 60:.1f} min (results.csv, summary.md, plots)")
+    if report.skipped:  # each was reported as it was met (logged as a warning)
+        print(f"{report.images_done} of {len(files)} images evaluated; skipped: "
+              f"{', '.join(name for name, _ in report.skipped)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"one of {', '.join(MODELS)}, a hub id or a local diffusers folder (default {DEFAULT_MODEL})")
@@ -144,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="guarded PNG (or output folder for a folder input)")
     p.add_argument("--method", default="vidfreeze", choices=list(METHODS))
     p.add_argument("--eps", type=int, default=8, help="L-inf budget in 8-bit levels, eps/255 (default 8)")
-    p.add_argument("--steps", type=int, default=50, help="PGD steps (default 50)")
+    p.add_argument("--steps", type=int, default=None, help="PGD steps (default: the preset's)")
+    p.add_argument("--preset", default="fast", choices=["fast", "reference"],
+                   help="settings of guard/presets.py: fast (default) or the slow reference")
     p.add_argument("--step-size", type=float, default=None, help="per-step change in 8-bit levels "
                    "(default 2.5*eps/steps, at least 0.25)")
     p.add_argument("--robust", action="store_true", help="optimise through random JPEG/resize/crop (EOT)")
@@ -152,6 +184,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_model_options(p)
     p.set_defaults(func=cmd_protect)
+
+    p = sub.add_parser("evaluate", help="measure every method at every eps on a folder of images")
+    p.add_argument("images", help="a folder of images")
+    p.add_argument("-o", "--output", required=True, help="report folder (results.csv, summary.md, plots)")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"comma-separated, from {','.join(METHODS)} (default: all)")
+    p.add_argument("--eps", default="4,8,16",
+                   help="comma-separated L-inf budgets in 8-bit levels, eps/255 (default 4,8,16)")
+    p.add_argument("--steps", type=int, default=50, help="PGD steps per protection (default 50)")
+    p.add_argument("--robust", action="store_true", help="protect through random JPEG/resize/crop (EOT)")
+    p.add_argument("--frames", type=int, default=None, help="frames per video (default: the model's)")
+    p.add_argument("--video-steps", type=int, default=None, help="denoising steps per video (default: the model's)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_model_options(p)
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

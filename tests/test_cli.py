@@ -38,3 +38,40 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_protect_writes_bounded_png_and_prints_numbers(tmp_path):
+    import numpy as np
+    import PIL.Image
+
+    from guard.targets import load_target
+
+    out = tmp_path / "guarded.png"
+    result = run("protect", str(EXAMPLE), "-o", str(out), "--model", "tiny-svd", "--method", "photoguard",
+                 "--eps", "6", "--steps", "2", "-q", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "PSNR" in result.stdout and "SSIM" in result.stdout and "L-inf" in result.stdout
+    original = load_target("tiny-svd").prepare_image(PIL.Image.open(EXAMPLE))
+    diff = np.asarray(PIL.Image.open(out), dtype=int) - np.asarray(original, dtype=int)
+    assert 0 < np.abs(diff).max() <= 6
+
+
+def test_protect_folder_skips_unreadable_files(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "cat.png").write_bytes(EXAMPLE.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    result = run("protect", str(folder), "-o", str(tmp_path / "out"), "--model", "tiny-svd",
+                 "--method", "noise", "-q", "--device", "cpu")
+    assert result.returncode == 1  # something was skipped, and it says so
+    assert "broken.jpg" in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "out" / "cat.png").is_file()
+    assert (folder / "broken.jpg").read_bytes() == b"not a jpeg"  # nothing lost
+
+
+def test_protect_never_overwrites_the_original(tmp_path):
+    image = tmp_path / "me.png"
+    image.write_bytes(EXAMPLE.read_bytes())
+    result = run("protect", str(image), "-o", str(image), "--model", "tiny-svd", "--method", "noise")
+    assert result.returncode == 2 and "differ" in result.stderr
+    assert image.read_bytes() == EXAMPLE.read_bytes()
