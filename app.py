@@ -462,13 +462,13 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
             image_in = UploadedImage(label="Photo to protect", type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                                height=300)
+                                height=300, elem_id="input-image")
             gr.Examples(examples=[[p] for p in EXAMPLES], inputs=[image_in], label="Examples (sources below)")
             method_in = gr.Radio([(label, key) for key, label in METHOD_LABELS.items() if key in METHODS],
                                  value="vidfreeze", label="Method")
-            eps_in = gr.Slider(1, MAX_EPS, value=DEFAULT_EPS, step=1, label="Epsilon (x/255)",
+            eps_in = gr.Slider(1, MAX_EPS, value=DEFAULT_EPS, step=1, label="Epsilon (x/255)", elem_id="eps",
                                info="the largest change of any pixel, in 8-bit levels")
-            steps_in = gr.Slider(0, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="Steps",
+            steps_in = gr.Slider(0, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="Steps", elem_id="steps",
                                  info="optimisation steps (more: stronger, slower; ignored by the noise control)")
             model_in = gr.Dropdown([(MODEL_LABELS.get(m, m), m) for m in AVAILABLE_MODELS],
                                    value=AVAILABLE_MODELS[0], label="Image-to-video model")
