@@ -23,6 +23,7 @@ from pathlib import Path
 
 import gradio as gr
 import matplotlib.figure
+import matplotlib.ticker
 import numpy as np
 import PIL.Image
 import torch
@@ -269,26 +270,26 @@ def numbers_table(image_numbers: dict | None, video_numbers: dict | None) -> lis
     rows = []
     if image_numbers:
         rows += [
-            ["PSNR guarded vs original", f"{image_numbers['psnr']:.2f} dB", "higher = less visible (40+ dB: hard to see)"],
+            ["PSNR guarded vs original", f"{image_numbers['psnr']:.2f} dB", "higher = less visible"],
             ["SSIM guarded vs original", f"{image_numbers['ssim']:.4f}", "1 = identical"],
-            ["L-inf of the change", f"{image_numbers['linf']}/255", "largest change of any pixel channel (<= eps)"],
+            ["L-inf of the change", f"{image_numbers['linf']}/255", "largest change of a pixel (<= eps)"],
         ]
     if video_numbers:
         v = video_numbers
         rows += [
             ["motion, video of the original", f"{v['flow_original']:.3f} px/frame", "mean optical flow"],
             ["motion, video of the guarded", f"{v['flow_guarded']:.3f} px/frame", "mean optical flow"],
-            ["motion ratio guarded / original", f"{v['flow_ratio']:.3f}", "< 1: the guarded video moves less (frozen)"],
-            ["frame change guarded / original", f"{v['change_ratio']:.3f}", "ratio of mean 1 - SSIM between frames"],
-            ["PSNR between the two videos", f"{v['disruption_psnr']:.2f} dB", "lower = the guarded video differs more (ruined)"],
-            ["SSIM between the two videos", f"{v['disruption_ssim']:.4f}", "lower = the guarded video differs more"],
+            ["motion ratio guarded / original", f"{v['flow_ratio']:.3f}", "< 1: guarded moves less (frozen)"],
+            ["frame change guarded / original", f"{v['change_ratio']:.3f}", "ratio of mean 1 - SSIM of frames"],
+            ["PSNR between the two videos", f"{v['disruption_psnr']:.2f} dB", "lower = more different (ruined)"],
+            ["SSIM between the two videos", f"{v['disruption_ssim']:.4f}", "lower = more different"],
         ]
     return rows
 
 
 def motion_plot(original: np.ndarray, guarded: np.ndarray) -> matplotlib.figure.Figure:
     """Optical flow per frame of both videos (a Figure, not pyplot: no global state across requests)."""
-    figure = matplotlib.figure.Figure(figsize=(6, 3), dpi=100, layout="constrained")
+    figure = matplotlib.figure.Figure(figsize=(6.4, 2.8), dpi=100, layout="constrained")
     axes = figure.add_subplot()
     for video, label, style in ((original, "from the original", "o-"), (guarded, "from the guarded", "s--")):
         flow = metrics.flow_per_frame(video)
@@ -297,6 +298,7 @@ def motion_plot(original: np.ndarray, guarded: np.ndarray) -> matplotlib.figure.
     axes.set_ylabel("mean optical flow (px)")
     axes.set_title("Motion per frame")
     axes.set_ylim(bottom=0)
+    axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes.grid(alpha=0.3)
     axes.legend()
     return figure
@@ -502,10 +504,11 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
                 video_guarded = gr.Video(label="Video from the guarded image (same seed)", autoplay=True,
                                          loop=True, height=280, interactive=False, elem_id="video-guarded")
             numbers_out = gr.Dataframe(headers=["measure", "value", "meaning"], label="Measured",
-                                       interactive=False, wrap=True, elem_id="numbers")
+                                       interactive=False, wrap=True, column_widths=["38%", "22%", "40%"],
+                                       elem_id="numbers")
             plot_out = gr.Plot(label="Motion per frame", elem_id="motion-plot")
-            with gr.Row():
-                seed_out = gr.Number(label="Seed used", precision=0, interactive=False, scale=1)
+            with gr.Row(equal_height=True):
+                seed_out = gr.Number(label="Seed used", precision=0, interactive=False, scale=1, min_width=120)
                 settings_out = gr.Markdown(elem_id="guard-settings")
     with gr.Accordion("Example images: sources and licences", open=False):
         gr.Markdown(example_sources())
@@ -516,13 +519,15 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
                   inputs=image_args + [frames_in, bucket_in, video_steps_in, robust_in],
                   outputs=[guarded_out, guarded_file, perturbation_out, video_original, video_guarded, numbers_out,
                            plot_out, seed_out, settings_out],
-                  api_name="protect_and_animate", **common)
+                  api_name="protect_and_animate", show_progress_on=[guarded_out, video_original, video_guarded],
+                  **common)
     protect_btn.click(protect_image, inputs=image_args + [robust_in],
                       outputs=[guarded_out, guarded_file, perturbation_out, numbers_out, seed_out, settings_out],
-                      api_name="protect", **common)
+                      api_name="protect", show_progress_on=[guarded_out], **common)
     animate_btn.click(animate_image,
                       inputs=[image_in, model_in, seed_in, randomize_in, frames_in, bucket_in, video_steps_in],
-                      outputs=[video_original, seed_out, settings_out], api_name="animate", **common)
+                      outputs=[video_original, seed_out, settings_out], api_name="animate",
+                      show_progress_on=[video_original], **common)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,11 @@ def test_protect_and_animate_in_the_browser(page, page_url, tmp_path):
     page.wait_for_selector("#input-image img")
     set_number(page, "steps", STEPS)
     page.click("#run")
+    try:  # the progress bar shows what runs (best effort: a fast machine may finish first)
+        page.get_by_text("Protecting with").or_(page.get_by_text("denoising step")).first.wait_for(timeout=20_000)
+        page.screenshot(path=str(tmp_path / "running_page.png"), full_page=True)
+    except Exception:
+        pass
 
     page.wait_for_selector("#video-original video", timeout=RUN_TIMEOUT_MS)
     page.wait_for_selector("#video-guarded video", timeout=RUN_TIMEOUT_MS)
@@ -111,10 +116,12 @@ def test_protect_and_animate_in_the_browser(page, page_url, tmp_path):
     original = prepared_example(app)
     assert pixels.shape == original.shape and np.abs(pixels - original).max() <= 8  # the default eps
 
-    page.wait_for_timeout(500)  # let the toasts' and plot's layout settle
-    shot = tmp_path / "finished_page.png"
-    page.screenshot(path=str(shot), full_page=True)
+    for close in page.locator(".toast-close").all():  # notices would hide the outputs
+        close.click()
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(tmp_path / "finished_page.png"), full_page=True)
     if os.environ.get("GUARD_SCREENSHOT_DIR"):
         folder = Path(os.environ["GUARD_SCREENSHOT_DIR"])
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, folder / shot.name)
+        for shot in tmp_path.glob("*_page.png"):
+            shutil.copy(shot, folder / shot.name)
