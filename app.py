@@ -43,7 +43,8 @@ EXAMPLES_DIR = ROOT / "examples"
 MAX_EPS = int(os.environ.get("GUARD_MAX_EPS", "32"))  # L-inf budget, in 8-bit levels (x/255)
 DEFAULT_EPS = 8
 MAX_STEPS = int(os.environ.get("GUARD_MAX_STEPS", "200"))  # PGD steps
-DEFAULT_STEPS = int(os.environ.get("GUARD_DEFAULT_STEPS", "20"))
+# fewer default steps on a CPU, so that a default run stays near a minute there
+DEFAULT_STEPS = int(os.environ.get("GUARD_DEFAULT_STEPS", "20" if torch.cuda.is_available() else "10"))
 MAX_FRAMES = int(os.environ.get("GUARD_MAX_FRAMES", "49"))  # 0 in the UI = the model's default
 MAX_VIDEO_STEPS = int(os.environ.get("GUARD_MAX_VIDEO_STEPS", "50"))  # denoising steps, 0 = model's default
 MAX_SEED = 2**31 - 1
