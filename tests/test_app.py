@@ -199,8 +199,11 @@ def test_unusual_images_are_converted(served, tmp_path):
     exif[0x0112] = 6
     base.save(rotated, exif=exif)
     cases = {"rgba.png": rgba, "gray.png": base.convert("L"), "cmyk.jpg": base.convert("CMYK"),
-             "gray16.png": PIL.Image.fromarray((np.asarray(base.convert("L"), np.uint16) * 257))}
-    paths = [rotated]
+             "gray16.png": PIL.Image.fromarray((np.asarray(base.convert("L"), np.uint16) * 257)),
+             "wide.png": base.resize((4200, 48))}  # longer than MAX_SIDE: shrunk first
+    animated = tmp_path / "animated.gif"
+    base.save(animated, save_all=True, append_images=[base.rotate(90)], duration=100)
+    paths = [rotated, animated]
     for name, image in cases.items():
         image.save(tmp_path / name)
         paths.append(tmp_path / name)
@@ -226,3 +229,64 @@ def test_request_dirs_are_private(served):
     a, b = app.request_dir(), app.request_dir()
     assert a != b and a.is_dir() and b.is_dir() and a.parent == b.parent
     assert app.safe_stem("/x/../My photo (1).JPG") == "My_photo_1" and app.safe_stem(None) == "image"
+
+
+@pytest.mark.parametrize("method", ["vidfreeze", "i2vguard", "photoguard", "noise"])
+def test_every_method_runs_from_the_page(served, method):
+    from gradio_client import handle_file
+
+    app, client = served
+    guarded, _, _, numbers, _, settings = call(client, "/protect", image=handle_file(str(EXAMPLE)), method=method,
+                                               eps=8, steps=1, model=MODEL, seed=0, randomize_seed=False,
+                                               robust=method == "photoguard")
+    assert np.abs(np.asarray(PIL.Image.open(guarded), np.int16) - prepared_example(app)).max() <= 8
+    assert f"method **{method}**" in settings
+
+
+def test_two_visitors_at_once_get_their_own_files(served):
+    """Two requests in flight together: each gets its own folder and its own result."""
+    from gradio_client import Client, handle_file
+
+    app, client = served
+    other = Client(client.src, verbose=False)
+    jobs = [c.submit(image=handle_file(str(EXAMPLE)), method="noise", eps=8, steps=0, model=MODEL, seed=seed,
+                     randomize_seed=False, robust=False, api_name="/protect")
+            for c, seed in ((client, 1), (other, 2))]
+    (a, *_, seed_a, _), (b, *_, seed_b, _) = (job.result(timeout=300) for job in jobs)
+    other.close()
+    assert (seed_a, seed_b) == (1, 2)
+    assert Path(a).read_bytes() != Path(b).read_bytes()
+
+
+def test_python_app_py_honours_gradio_env(tmp_path):
+    """`python app.py` listens where GRADIO_SERVER_NAME / GRADIO_SERVER_PORT say and keeps its files
+    under GRADIO_TEMP_DIR."""
+    import subprocess
+    import sys
+    import time
+
+    from gradio_client import Client, handle_file
+
+    port, temp = free_port(), tmp_path / "gradio-temp"
+    env = dict(os.environ, GUARD_MODELS=MODEL, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port),
+               GRADIO_TEMP_DIR=str(temp), GRADIO_ANALYTICS_ENABLED="False")
+    server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert server.poll() is None, f"app.py exited: {server.stderr.read()[-2000:]}"
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "app.py did not listen within 240 s"
+            time.sleep(1)
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path / "downloads"))
+        guarded, *_ = client.predict(image=handle_file(str(EXAMPLE)), method="noise", eps=8, steps=0, model=MODEL,
+                                     seed=0, randomize_seed=False, robust=False, api_name="/protect")
+        client.close()
+        assert PIL.Image.open(guarded).format == "PNG"
+        assert list((temp / "guard-requests").glob("req-*/*_guarded.png")), "request files not under GRADIO_TEMP_DIR"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
