@@ -1,0 +1,126 @@
+"""The embedded I2V model: a small Stable Video Diffusion, built from one config.
+
+Every component is a stock diffusers / transformers class, so the saved folder loads with
+`StableVideoDiffusionPipeline.from_pretrained(...)` and every attack written for SVD runs on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from diffusers import (
+    AutoencoderKLTemporalDecoder,
+    EulerDiscreteScheduler,
+    UNetSpatioTemporalConditionModel,
+)
+from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+
+@dataclass
+class ModelConfig:
+    resolution: int = 128  # pixels, square; the pipeline must be called with height=width=resolution
+    num_frames: int = 8  # default video length (written to unet.config.num_frames)
+    latent_channels: int = 4  # as in SVD
+    vae_channels: tuple = (32, 32, 64, 128)  # one 2x downsample per extra level: 8x here, as SVD;
+    # 32 at full resolution keeps the CPU decode cheap (GroupNorm needs multiples of 32)
+    vae_layers: int = 1  # resnets per VAE level
+    unet_channels: tuple = (64, 96, 128)  # per UNet level; latents 16x16 -> 8x8 -> 4x4
+    unet_layers: int = 1  # resnets (and spatio-temporal transformers) per UNet level
+    unet_heads: tuple = (2, 3, 4)  # attention heads per level (head dim 32), spatial and temporal alike
+    unet_transformer_layers: int = 1  # spatial+temporal transformer pairs per attention layer
+    unet_attention_levels: tuple = (1, 1, 1)  # 1 = CrossAttn block at that level, 0 = resnets only
+    clip_hidden: int = 64  # the image encoder: a small ViT on 224x224, patch 32 (7x7 tokens)
+    clip_layers: int = 2
+    clip_heads: int = 4
+    clip_projection: int = 64  # = UNet cross_attention_dim: the image embedding's size
+    time_embed_dim: int = 32  # per added time id (fps-1, motion_bucket_id, noise_aug_strength)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_vae(cfg: ModelConfig) -> AutoencoderKLTemporalDecoder:
+    n = len(cfg.vae_channels)
+    return AutoencoderKLTemporalDecoder(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        block_out_channels=tuple(cfg.vae_channels),
+        layers_per_block=cfg.vae_layers,
+        latent_channels=cfg.latent_channels,
+        sample_size=cfg.resolution,
+        scaling_factor=1.0,  # replaced after training by 1/std of the latents, as SD/SVD did
+        force_upcast=False,
+    )
+
+
+def build_unet(cfg: ModelConfig) -> UNetSpatioTemporalConditionModel:
+    down = tuple("CrossAttnDownBlockSpatioTemporal" if a else "DownBlockSpatioTemporal" for a in cfg.unet_attention_levels)
+    up = tuple("CrossAttnUpBlockSpatioTemporal" if a else "UpBlockSpatioTemporal" for a in reversed(cfg.unet_attention_levels))
+    vae_factor = 2 ** (len(cfg.vae_channels) - 1)
+    return UNetSpatioTemporalConditionModel(
+        sample_size=cfg.resolution // vae_factor,
+        in_channels=2 * cfg.latent_channels,  # noisy latents + first-frame latents
+        out_channels=cfg.latent_channels,
+        down_block_types=down,
+        up_block_types=up,
+        block_out_channels=tuple(cfg.unet_channels),
+        addition_time_embed_dim=cfg.time_embed_dim,
+        projection_class_embeddings_input_dim=3 * cfg.time_embed_dim,
+        layers_per_block=cfg.unet_layers,
+        cross_attention_dim=cfg.clip_projection,
+        transformer_layers_per_block=cfg.unet_transformer_layers,
+        num_attention_heads=tuple(cfg.unet_heads),
+        num_frames=cfg.num_frames,
+    )
+
+
+def build_image_encoder(cfg: ModelConfig) -> CLIPVisionModelWithProjection:
+    return CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            image_size=224,
+            patch_size=32,
+            hidden_size=cfg.clip_hidden,
+            intermediate_size=4 * cfg.clip_hidden,
+            num_hidden_layers=cfg.clip_layers,
+            num_attention_heads=cfg.clip_heads,
+            projection_dim=cfg.clip_projection,
+        )
+    )
+
+
+def build_scheduler() -> EulerDiscreteScheduler:
+    # SVD's scheduler config: EDM (Karras) sigmas in [0.002, 700], v-prediction, continuous timesteps.
+    return EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="v_prediction",
+        interpolation_type="linear",
+        use_karras_sigmas=True,
+        sigma_min=0.002,
+        sigma_max=700.0,
+        timestep_type="continuous",
+        timestep_spacing="leading",
+        steps_offset=1,
+    )
+
+
+def build_feature_extractor() -> CLIPImageProcessor:
+    # OpenAI CLIP mean/std, as SVD's feature_extractor; the pipeline resizes to 224 itself.
+    return CLIPImageProcessor(
+        crop_size={"height": 224, "width": 224},
+        size={"shortest_edge": 224},
+        do_center_crop=True,
+        do_normalize=True,
+        do_resize=True,
+        do_rescale=True,
+        image_mean=[0.48145466, 0.4578275, 0.40821073],
+        image_std=[0.26862954, 0.26130258, 0.27577711],
+    )
+
+
+def count_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
