@@ -1,0 +1,72 @@
+"""`python -m guard evaluate`, in-process on the tiny random SVD: the report is complete and honest."""
+
+import csv
+import math
+import sys
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from guard import cli
+from guard.evaluate import mean_std
+
+COLUMNS = ["image", "method", "eps", "steps", "seconds", "psnr", "ssim", "linf", "flow_original", "flow_guarded",
+           "flow_ratio", "change_ratio", "disruption_psnr", "disruption_ssim", "jpeg_flow_ratio",
+           "jpeg_disruption_ssim", "resize_flow_ratio", "resize_disruption_ssim"]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Two small synthetic photos and one file that claims to be a PNG but is not."""
+    y, x = np.mgrid[0:40, 0:48] / 40.0
+    for i in range(2):
+        rgb = np.stack([np.sin(3 * x + i) * 0.5 + 0.5, np.cos(2 * y + x) * 0.5 + 0.5, (x * y + i / 3) % 1.0], -1)
+        PIL.Image.fromarray((rgb * 255).astype(np.uint8)).save(tmp_path / f"photo{i}.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image at all")
+    return tmp_path
+
+
+def test_evaluate_writes_rows_summary_and_plots(folder, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "report"
+    argv = ["evaluate", str(folder), "--model", "tiny-svd", "--device", "cpu", "--methods", "noise,photoguard",
+            "--eps", "4,8", "--steps", "2", "-o", str(out), "-q"]
+    monkeypatch.setattr(sys, "argv", ["guard", *argv])
+
+    assert cli.main(argv) == 1  # one file skipped, the run went on
+    assert "broken.png" in capsys.readouterr().err
+
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 2 * 2  # images x methods x eps
+    assert set(COLUMNS) <= set(rows[0])
+    assert {(r["image"], r["method"], r["eps"]) for r in rows} == {
+        (f"photo{i}.png", m, e) for i in range(2) for m in ["noise", "photoguard"] for e in ["4", "8"]}
+    for r in rows:
+        for column in COLUMNS[3:]:
+            assert math.isfinite(float(r[column])), (column, r)
+        assert 0 < int(r["linf"]) <= int(r["eps"])  # the budget holds, and something was changed
+        assert int(r["steps"]) == (0 if r["method"] == "noise" else 2)
+        assert math.isnan(float(r["loss_end"])) == (r["method"] == "noise")
+
+    summary = (out / "summary.md").read_text()
+    assert "python -m guard evaluate" in summary and "--methods noise,photoguard" in summary
+    assert "torch" in summary and "CPUs" in summary
+    assert "| photoguard | 8/255 | 2 |" in summary and "| noise | 4/255 | 2 |" in summary
+    assert "skipped: no VBench scorers here" in summary
+    assert "broken.png" in summary
+    for name in ["motion_per_frame.png", "effect_vs_eps.png"]:
+        with PIL.Image.open(out / name) as image:
+            assert image.width > 100
+    assert len(list((out / "images").glob("*.png"))) == 8
+
+
+def test_mean_std_counts_what_it_cannot_average():
+    assert mean_std([1.0, 3.0]) == "2 ± 1"
+    assert mean_std([1.0, 3.0, float("inf")]) == "2 ± 1 (1 inf)"
+    assert mean_std([float("nan")]) == "- (1 nan)"
+
+
+def test_bad_eps_list_is_one_line(folder, tmp_path, capsys):
+    assert cli.main(["evaluate", str(folder), "--model", "tiny-svd", "--eps", "4,x", "-o", str(tmp_path / "r")]) == 2
+    assert "--eps" in capsys.readouterr().err
