@@ -49,7 +49,7 @@ def random_svd_xt(device, dtype):
     pipe = StableVideoDiffusionPipeline(vae=vae, image_encoder=clip, unet=unet, scheduler=scheduler,
                                         feature_extractor=CLIPImageProcessor(crop_size=224, size=224))
     pipe.set_progress_bar_config(disable=True)
-    return SVDTarget(pipe, name="svd-xt (random weights)")
+    return SVDTarget(pipe.to(device), name="svd-xt (random weights)")  # .to: legacy torch.Tensor() buffers
 
 
 def random_cogvideox(device, dtype):
@@ -74,12 +74,12 @@ def random_cogvideox(device, dtype):
     pipe = CogVideoXImageToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
                                          transformer=transformer, scheduler=tiny_cogvideox().scheduler)
     pipe.set_progress_bar_config(disable=True)
-    return CogVideoXTarget(pipe, name="cogvideox-5b-i2v (random weights)")
+    return CogVideoXTarget(pipe.to(device), name="cogvideox-5b-i2v (random weights)")
 
 
 def sync():
     if torch.cuda.is_available():
-        sync()
+        torch.cuda.synchronize()
 
 
 def peak_gib():
@@ -88,7 +88,7 @@ def peak_gib():
 
 def reset():
     if torch.cuda.is_available():
-        sync()
+        torch.cuda.synchronize()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
 

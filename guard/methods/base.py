@@ -34,7 +34,7 @@ class Method:
     def teardown(self) -> None:
         """Drop references to tensors kept by setup (they can be GBs on a real model)."""
         for key, value in list(vars(self).items()):
-            if isinstance(value, torch.Tensor):
+            if isinstance(value, (torch.Tensor, list, dict)) and key not in self.__dataclass_fields__:
                 setattr(self, key, None)
 
 

@@ -22,7 +22,8 @@ Choices the paper leaves open, made here (each one is a parameter):
   VAE's round trip); V_tg is a static video of the target image I_tg (mid-gray by default).
 - A_src are the temporal maps of the clean image at the same X_t, recomputed each step (no gradient).
 - Noise levels: drawn uniformly over the fraction `t_range` of the sampling schedule, resampled
-  every step; no classifier-free guidance in the attack.
+  every step (or, with `noise_draws=K`, K draws fixed at setup and cycled, so that A_src is computed
+  once per draw: the fast preset's saving); no classifier-free guidance in the attack.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class I2VGuard(Method):
     frames: int | None = None  # frames of V0 and during the attack (None: the model's default)
     video_seed: int = 0  # seed of the clean video V0
     video_steps: int | None = None  # denoising steps of V0 (None: the model's default)
+    noise_draws: int | None = None  # None: a fresh (level, noise) every step; K: cycle through K draws
+    #   fixed at setup, whose clean maps A_src are computed once (saves a forward pass per step)
 
     def setup(self, target, x, generator):
         num_frames = self.frames or target.num_frames
@@ -62,13 +65,24 @@ class I2VGuard(Method):
             self.X_tg = static_video_latents(target, tg, num_frames).to(self.X0.dtype)
             self.con_scale = (self.X0 - self.X_tg).pow(2).mean().clamp_min(1e-12)
             self.cond_src = target.condition(x, generator)  # clean conditioning, for the reference maps A_src
+            self.draws = [self._draw(target, generator) for _ in range(self.noise_draws or 0)]
+        self.step = 0
 
-    def loss(self, target, x_adv, generator):
-        level = target.sample_noise_level(x_adv.shape[0], generator, *self.t_range)
+    def _draw(self, target, generator):
+        """A noise level, the noisy clean video X_t at it, and the clean image's maps A_src there."""
+        level = target.sample_noise_level(1, generator, *self.t_range)
         noise = torch.randn(self.X0.shape, generator=generator, device=self.X0.device, dtype=self.X0.dtype)
         X_t = target.add_noise(self.X0, noise, level)
         with torch.no_grad(), target.capture_attention() as maps_src:
             target.denoise(X_t, level, self.cond_src)
+        return level, X_t, maps_src
+
+    def loss(self, target, x_adv, generator):
+        if self.draws:
+            level, X_t, maps_src = self.draws[self.step % len(self.draws)]
+        else:
+            level, X_t, maps_src = self._draw(target, generator)
+        self.step += 1
         cond = target.condition(x_adv, generator)
         with target.capture_attention() as maps_adv:
             _, X0hat = target.denoise(X_t, level, cond)
