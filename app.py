@@ -433,13 +433,18 @@ def protect_and_animate(image: str, method: str = "vidfreeze", eps: int = DEFAUL
 
 
 # -- page -------------------------------------------------------------------------------------------------------
-def example_sources() -> str:
-    """The table of examples/SOURCES.md (file, what, source, licence), shown under the examples."""
+def example_credits() -> str:
+    """One line per example image (what, source, licence), from the table in examples/SOURCES.md."""
     path = EXAMPLES_DIR / "SOURCES.md"
     if not path.is_file():
         return ""
-    lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
-    return "\n".join(lines)
+    lines = []
+    for row in path.read_text().splitlines():
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].endswith(".png"):
+            name, what, source, licence = cells
+            lines.append(f"- **{name}**: {what}; {source}; *{licence}*")
+    return "Example images:\n" + "\n".join(lines) if lines else ""
 
 
 EXAMPLES = sorted(str(p) for p in EXAMPLES_DIR.glob("*.png"))
@@ -454,6 +459,7 @@ FALLBACK_NOTE = ("**Note:** the embedded model is not installed here, so this pa
 CSS = """
 .guard-out img { image-rendering: pixelated; object-fit: contain; }
 #guard-settings p { font-size: 0.9em; }
+#example-credits { font-size: 0.8em; opacity: 0.85; }
 """
 #: what `launch()` needs besides host and port (Gradio 6 takes css there); tests launch with these too
 LAUNCH_OPTIONS = dict(max_file_size=MAX_FILE_SIZE, css=CSS)
@@ -466,7 +472,8 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
         with gr.Column(scale=2, min_width=320):
             image_in = UploadedImage(label="Photo to protect", type="filepath", image_mode=None, sources=["upload", "clipboard"],
                                 height=300, elem_id="input-image")
-            gr.Examples(examples=[[p] for p in EXAMPLES], inputs=[image_in], label="Examples (sources below)")
+            gr.Examples(examples=[[p] for p in EXAMPLES], inputs=[image_in], label="Examples")
+            gr.Markdown(example_credits(), elem_id="example-credits")
             method_in = gr.Radio([(label, key) for key, label in METHOD_LABELS.items() if key in METHODS],
                                  value="vidfreeze", label="Method")
             eps_in = gr.Slider(1, MAX_EPS, value=DEFAULT_EPS, step=1, label="Epsilon (x/255)", elem_id="eps",
@@ -511,8 +518,6 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
             with gr.Row(equal_height=True):
                 seed_out = gr.Number(label="Seed used", precision=0, interactive=False, scale=1, min_width=120)
                 settings_out = gr.Markdown(elem_id="guard-settings")
-    with gr.Accordion("Example images: sources and licences", open=False):
-        gr.Markdown(example_sources())
 
     image_args = [image_in, method_in, eps_in, steps_in, model_in, seed_in, randomize_in]
     common = dict(concurrency_id="model", concurrency_limit=1)  # one job per loaded model at a time

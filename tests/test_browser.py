@@ -80,6 +80,7 @@ def test_protect_and_animate_in_the_browser(page, page_url, tmp_path):
     app, url = page_url
     page.goto(url)
     page.wait_for_selector("#run")
+    assert "Chelsea the cat" in page.locator("#example-credits").inner_text()  # examples carry their credits
 
     # pressing the button with no photo answers with a sentence, not a traceback
     page.click("#run")
