@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import PIL.Image
 import pytest
+import torch
 
 from guard import cli
 from guard.evaluate import mean_std
@@ -14,6 +15,16 @@ from guard.evaluate import mean_std
 COLUMNS = ["image", "method", "eps", "steps", "seconds", "psnr", "ssim", "linf", "flow_original", "flow_guarded",
            "flow_ratio", "change_ratio", "disruption_psnr", "disruption_ssim", "jpeg_flow_ratio",
            "jpeg_disruption_ssim", "resize_flow_ratio", "resize_disruption_ssim"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a loaded 2-core CPU, two threads made tiny generations 5-40x slower
+    (measured: 0.55 s with one thread, 3-25 s with two, while other jobs ran)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
