@@ -220,6 +220,7 @@ def test_gpu_durations_grow_with_work_and_stay_bounded(served):
     base = app.protect_and_animate_seconds(*args)
     more_steps = app.protect_and_animate_seconds(*args[:3], 200, *args[4:])
     assert app.MIN_GPU_SECONDS <= base <= more_steps <= app.MAX_GPU_SECONDS
+    assert app.protect_and_animate_seconds(*args, progress=None) == base  # called as Gradio calls the entry point
     assert app.protect_seconds("img", "vidfreeze", 8, "not a number", MODEL, 0, False, False) == app.MIN_GPU_SECONDS
     assert app.animate_seconds("img", MODEL, 0, False, 25, 127, 50) >= app.animate_seconds("img", MODEL, 0, False, 4, 127, 2)
 

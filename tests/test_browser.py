@@ -121,6 +121,9 @@ def test_protect_and_animate_in_the_browser(page, page_url, tmp_path):
         close.click()
     page.wait_for_timeout(500)
     page.screenshot(path=str(tmp_path / "finished_page.png"), full_page=True)
+    page.set_viewport_size({"width": 420, "height": 900})  # a phone
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(tmp_path / "finished_narrow_page.png"), full_page=True)
     if os.environ.get("GUARD_SCREENSHOT_DIR"):
         folder = Path(os.environ["GUARD_SCREENSHOT_DIR"])
         folder.mkdir(parents=True, exist_ok=True)
