@@ -131,7 +131,7 @@ def cmd_evaluate(args) -> int:
         eps = [int(e) for e in args.eps.split(",") if e.strip()]
     except ValueError:
         raise io.InputError(f"--eps is a comma-separated list of 8-bit levels (e.g. 4,8,16), got {args.eps!r}") from None
-    config = evaluate.EvalConfig(methods=methods, eps=eps, steps=args.steps, seed=args.seed,
+    config = evaluate.EvalConfig(methods=methods, eps=eps, steps=args.steps, preset=args.preset, seed=args.seed,
                                  robust=args.robust, frames=args.frames, video_steps=args.video_steps)
     target = load(args)
     command = shlex.join(["python", "-m", "guard", *sys.argv[1:]])
@@ -192,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated, from {','.join(METHODS)} (default: all)")
     p.add_argument("--eps", default="4,8,16",
                    help="comma-separated L-inf budgets in 8-bit levels, eps/255 (default 4,8,16)")
-    p.add_argument("--steps", type=int, default=50, help="PGD steps per protection (default 50)")
+    p.add_argument("--steps", type=int, default=None, help="PGD steps of every method (default: the preset's)")
+    p.add_argument("--preset", default="fast", choices=["fast", "reference"],
+                   help="method settings of guard/presets.py: fast (default) or the slow reference")
     p.add_argument("--robust", action="store_true", help="protect through random JPEG/resize/crop (EOT)")
     p.add_argument("--frames", type=int, default=None, help="frames per video (default: the model's)")
     p.add_argument("--video-steps", type=int, default=None, help="denoising steps per video (default: the model's)")

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from . import io, metrics
 from .methods import METHODS, get_method
 from .optimize import PGDConfig, protect
+from .presets import settings_for
 from .targets.base import Target
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,8 @@ SKIPPED_SCORERS = (
 class EvalConfig:
     methods: list[str]  # names from guard.methods.METHODS
     eps: list[int]  # L-inf budgets in 8-bit levels: eps/255 in [0, 1] units
-    steps: int = 50  # PGD steps of every gradient method (the noise control takes none)
+    steps: int | None = None  # PGD steps of every gradient method (None: the preset's, per method)
+    preset: str = "fast"  # method parameters and default steps from guard/presets.py: "fast" or "reference"
     seed: int = 0  # seed of every protection and every video (the same for original and guarded)
     robust: bool = False  # protect through random JPEG / resize / crop (EOT, see guard.optimize)
     frames: int | None = None  # frames per video (None: the model's default)
@@ -84,8 +86,10 @@ class EvalConfig:
             raise ValueError(f"methods must be some of {', '.join(METHODS)}, got {self.methods!r}")
         if not self.eps or any(not (isinstance(e, int) and 0 <= e <= 255) for e in self.eps):
             raise ValueError(f"eps must be integers in 0..255 (8-bit levels), got {self.eps!r}")
-        if self.steps < 0:
+        if self.steps is not None and self.steps < 0:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.preset not in ("fast", "reference"):
+            raise ValueError(f"preset must be 'fast' or 'reference', got {self.preset!r}")
         if self.frames is not None and self.frames < 2:
             raise ValueError(f"frames must be >= 2 to measure motion, got {self.frames}")
 
@@ -170,15 +174,17 @@ def _video(target: Target, image: np.ndarray, config: EvalConfig, mp4: Path) -> 
 
 def _evaluate_one(target, image, path, name, eps, config, references, out) -> tuple[dict, dict]:
     """Protect one image with one method at one eps and measure it: (results.csv row, per-frame curves)."""
-    method = get_method(name)
-    protection = protect(target, image, method, PGDConfig(eps=eps / 255, steps=config.steps, seed=config.seed,
+    steps, params = settings_for(name, config.preset, target)
+    steps = steps if config.steps is None else config.steps
+    method = get_method(name, **params)
+    protection = protect(target, image, method, PGDConfig(eps=eps / 255, steps=steps, seed=config.seed,
                                                           robust=config.robust))
     tag = f"{path.stem}_{name}_eps{eps}"
     io.save_png(protection.image, out / "images" / f"{tag}.png")
     original, guarded = np.asarray(protection.original), np.asarray(protection.image)
     loss = protection.history.get("loss", [])
-    row = dict(image=path.name, method=name, eps=eps, steps=config.steps if method.uses_gradient else 0,
-               robust=config.robust, seed=config.seed, seconds=round(protection.seconds, 3),
+    row = dict(image=path.name, method=name, eps=eps, steps=steps if method.uses_gradient else 0,
+               params=json.dumps(params), robust=config.robust, seed=config.seed, seconds=round(protection.seconds, 3),
                loss_start=loss[0] if loss else math.nan, loss_end=loss[-1] if loss else math.nan,
                **metrics.imperceptibility(original, guarded))
     videos = {}
