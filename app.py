@@ -521,20 +521,25 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
 
     image_args = [image_in, method_in, eps_in, steps_in, model_in, seed_in, randomize_in]
     common = dict(concurrency_id="model", concurrency_limit=1)  # one job per loaded model at a time
+    def clear(*components):
+        """An event that empties the outputs the next step will not refill (no stale results)."""
+        return dict(fn=lambda: [None] * len(components), outputs=list(components), queue=False,
+                    api_visibility="private")
+
     run_btn.click(protect_and_animate,
                   inputs=image_args + [frames_in, bucket_in, video_steps_in, robust_in],
                   outputs=[guarded_out, guarded_file, perturbation_out, video_original, video_guarded, numbers_out,
                            plot_out, seed_out, settings_out],
                   api_name="protect_and_animate", show_progress_on=[guarded_out, video_original, video_guarded],
                   **common)
-    protect_btn.click(protect_image, inputs=image_args + [robust_in],
-                      outputs=[guarded_out, guarded_file, perturbation_out, numbers_out, seed_out, settings_out],
-                      api_name="protect", show_progress_on=[guarded_out], **common)
-    animate_btn.click(animate_image,
-                      inputs=[image_in, model_in, seed_in, randomize_in, frames_in, bucket_in, video_steps_in],
-                      outputs=[video_original, seed_out, settings_out], api_name="animate",
-                      show_progress_on=[video_original], **common)
-
+    protect_btn.click(**clear(video_original, video_guarded, plot_out)).then(
+        protect_image, inputs=image_args + [robust_in],
+        outputs=[guarded_out, guarded_file, perturbation_out, numbers_out, seed_out, settings_out],
+        api_name="protect", show_progress_on=[guarded_out], **common)
+    animate_btn.click(**clear(guarded_out, guarded_file, perturbation_out, video_guarded, numbers_out, plot_out)).then(
+        animate_image, inputs=[image_in, model_in, seed_in, randomize_in, frames_in, bucket_in, video_steps_in],
+        outputs=[video_original, seed_out, settings_out], api_name="animate", show_progress_on=[video_original],
+        **common)
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
