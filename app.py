@@ -39,12 +39,14 @@ logger = logging.getLogger("guard.app")
 ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "examples"
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
 # -- limits, checked on the server (the sliders only suggest them) ------------------------------------
 MAX_EPS = int(os.environ.get("GUARD_MAX_EPS", "32"))  # L-inf budget, in 8-bit levels (x/255)
 DEFAULT_EPS = 8
 MAX_STEPS = int(os.environ.get("GUARD_MAX_STEPS", "200"))  # PGD steps
 # fewer default steps on a CPU, so that a default run stays near a minute there
-DEFAULT_STEPS = int(os.environ.get("GUARD_DEFAULT_STEPS", "20" if torch.cuda.is_available() else "10"))
+DEFAULT_STEPS = int(os.environ.get("GUARD_DEFAULT_STEPS", "20" if DEVICE == "cuda" else "10"))
 MAX_FRAMES = int(os.environ.get("GUARD_MAX_FRAMES", "49"))  # 0 in the UI = the model's default
 MAX_VIDEO_STEPS = int(os.environ.get("GUARD_MAX_VIDEO_STEPS", "50"))  # denoising steps, 0 = model's default
 MAX_SEED = 2**31 - 1
@@ -82,9 +84,8 @@ METHOD_LABELS = {
     "photoguard": "PhotoGuard (encoder attack, image-editing baseline)",
     "noise": "Random noise of the same budget (control)",
 }
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-# The big models run in bfloat16 on a GPU (fp16 overflows in the attack's backward pass); the small ones
-# in float32 everywhere.
+# The big models run in bfloat16 on a GPU (half the memory of float32 with its exponent range, which
+# the attack's gradients need); the small ones in float32 everywhere.
 BIG_MODELS = {"svd", "svd-xt", "cogvideox"}
 
 
@@ -130,9 +131,10 @@ def get_target(model: str) -> Target:
         return _targets[model]
 
 
-# Load at import (ZeroGPU moves module-level weights to the GPU once): the first model always, every
-# listed model with GUARD_PRELOAD=all, none with GUARD_PRELOAD=none.
-_preload = os.environ.get("GUARD_PRELOAD", "first")
+# Load at import: the first model (GUARD_PRELOAD=first), every listed model (all) or none (none). On
+# ZeroGPU the default is all: each @spaces.GPU call runs in a forked worker, so a model first loaded
+# there would be loaded again for every request; weights loaded at import are moved to the GPU once.
+_preload = os.environ.get("GUARD_PRELOAD", "all" if os.environ.get("SPACES_ZERO_GPU") else "first")
 for _name in {"all": AVAILABLE_MODELS, "none": []}.get(_preload, AVAILABLE_MODELS[:1]):
     get_target(_name)
 
