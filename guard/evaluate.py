@@ -106,8 +106,11 @@ class Report:
 
 def machine(target: Target) -> dict:
     """Where the numbers were measured (goes to the top of summary.md)."""
-    return dict(platform=platform.platform(), cpus=os.cpu_count(), torch=torch.__version__,
-                device=str(target.device), dtype=str(target.dtype).replace("torch.", ""))
+    device = str(target.device)
+    if target.device.type == "cuda":
+        device += f" ({torch.cuda.get_device_name(target.device)})"
+    return dict(platform=platform.platform(), cpus=os.cpu_count(), threads=torch.get_num_threads(),
+                torch=torch.__version__, device=device, dtype=str(target.dtype).replace("torch.", ""))
 
 
 def run(target: Target, files: list[Path], config: EvalConfig, out_dir: str | os.PathLike,
@@ -226,8 +229,8 @@ def summary(report: Report, config: EvalConfig, command: str, host: dict) -> str
         "",
         f"Command: `{command}`" if command else "Command: (called from Python)",
         "",
-        f"Machine: {host['platform']}, {host['cpus']} CPUs, torch {host['torch']}, device {host['device']} "
-        f"({host['dtype']}).",
+        f"Machine: {host['platform']}, {host['cpus']} CPUs ({host['threads']} torch threads), torch {host['torch']}, "
+        f"device {host['device']}, {host['dtype']}.",
         "",
         f"Settings: {json.dumps(asdict(config))}. Run {state}, {report.seconds / 60:.1f} min.",
         "",
