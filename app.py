@@ -32,6 +32,7 @@ from guard import io as gio
 from guard import metrics
 from guard.methods import METHODS, get_method
 from guard.optimize import PGDConfig, Protection, protect
+from guard.presets import PRESETS, settings_for
 from guard.targets import DEFAULT_MODEL, EMBEDDED_PATH, MODELS, Target, load_target
 
 logger = logging.getLogger("guard.app")
@@ -45,8 +46,8 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 MAX_EPS = int(os.environ.get("GUARD_MAX_EPS", "32"))  # L-inf budget, in 8-bit levels (x/255)
 DEFAULT_EPS = 8
 MAX_STEPS = int(os.environ.get("GUARD_MAX_STEPS", "200"))  # PGD steps
-# fewer default steps on a CPU, so that a default run stays near a minute there
-DEFAULT_STEPS = int(os.environ.get("GUARD_DEFAULT_STEPS", "20" if DEVICE == "cuda" else "10"))
+# default steps: the "fast" preset's per method (guard/presets.py), or GUARD_DEFAULT_STEPS for all
+DEFAULT_STEPS_OVERRIDE = os.environ.get("GUARD_DEFAULT_STEPS")
 MAX_FRAMES = int(os.environ.get("GUARD_MAX_FRAMES", "49"))  # 0 in the UI = the model's default
 MAX_VIDEO_STEPS = int(os.environ.get("GUARD_MAX_VIDEO_STEPS", "50"))  # denoising steps, 0 = model's default
 MAX_SEED = 2**31 - 1
@@ -56,7 +57,8 @@ REQUEST_DIR_MAX_AGE_S = 3600  # per-request folders older than this are removed
 
 # -- ZeroGPU time reservation ---------------------------------------------------------------------------
 # Seconds of GPU per unit of work, per model: `fixed` (moving inputs, VAE decode, writing), `pgd_step`
-# (one protection step: forward + backward through the denoiser at the model's default frame count) and
+# (one protection step: forward + backward through the denoiser at the model's default frame count, scaled
+# down for the fewer frames a preset attacks) and
 # `denoise_frame_step` (one denoising step of one frame, classifier-free guidance included).
 # First estimates for a ZeroGPU half H200; the performance issue will measure and refine them.
 GPU_COST = {
@@ -240,13 +242,22 @@ def video_options(target: Target, frames, motion_bucket, video_steps) -> dict:
     return options
 
 
-def make_method(method: str, target: Target, seed: int, options: dict):
-    """The method object, made to attack the video the page will generate (same frames, seed, steps)."""
+def default_steps(method: str) -> int:
+    """The steps slider's value for a method: the "fast" preset's, unless GUARD_DEFAULT_STEPS is set."""
+    if DEFAULT_STEPS_OVERRIDE is not None:
+        return min(int(DEFAULT_STEPS_OVERRIDE), MAX_STEPS)
+    return min(PRESETS.get(method, PRESETS["vidfreeze"])["fast"][0], MAX_STEPS)
+
+
+def make_method(method: str, target: Target, seed: int):
+    """The method object with the "fast" preset's parameters (as the CLI's default); a method that
+    generates a clean reference video uses the visitor's seed for it."""
     if method not in METHODS:
         raise gr.Error(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}.")
-    fields = {f.name for f in dataclasses.fields(METHODS[method])}
-    params = dict(frames=options["num_frames"], video_seed=seed, video_steps=options["num_inference_steps"])
-    return get_method(method, **{k: v for k, v in params.items() if k in fields})
+    _, params = settings_for(method, "fast", target)
+    if "video_seed" in {f.name for f in dataclasses.fields(METHODS[method])}:
+        params["video_seed"] = seed
+    return get_method(method, **params)
 
 
 def amplified(protection: Protection, eps_levels: int) -> np.ndarray:
@@ -329,11 +340,13 @@ def _cost(model: str) -> dict:
     return cost
 
 
-def _seconds(model, steps=0, videos=0, frames=0, video_steps=0) -> int:
+def _seconds(model, method=None, steps=0, videos=0, frames=0, video_steps=0) -> int:
     try:
         c = _cost(str(model))
+        # a protection step costs in proportion to the frames it attacks (the preset's, at most the model's)
+        attack_frames = PRESETS.get(method, {}).get("fast", (0, {}))[1].get("frames") or c["frames"]
+        pgd = min(max(int(steps or 0), 0), MAX_STEPS) * c["pgd_step"] * min(attack_frames, c["frames"]) / c["frames"]
         frames = int(frames or 0) or c["frames"]
-        pgd = min(max(int(steps or 0), 0), MAX_STEPS) * c["pgd_step"] * frames / c["frames"]
         denoise = videos * (int(video_steps or 0) or c["video_steps"]) * frames * c["denoise_frame_step"]
         return int(min(max(c["fixed"] + pgd + denoise, MIN_GPU_SECONDS), MAX_GPU_SECONDS))
     except (TypeError, ValueError):  # bad input: the entry point will refuse it quickly
@@ -341,7 +354,7 @@ def _seconds(model, steps=0, videos=0, frames=0, video_steps=0) -> int:
 
 
 def protect_seconds(image, method, eps, steps, model, seed, randomize_seed, robust, *_, **__):
-    return _seconds(model, steps=steps if method != "noise" else 0)
+    return _seconds(model, method, steps=steps if method != "noise" else 0)
 
 
 def animate_seconds(image, model, seed, randomize_seed, frames, motion_bucket, video_steps, *_, **__):
@@ -350,17 +363,18 @@ def animate_seconds(image, model, seed, randomize_seed, frames, motion_bucket, v
 
 def protect_and_animate_seconds(image, method, eps, steps, model, seed, randomize_seed, frames, motion_bucket,
                                 video_steps, robust, *_, **__):
-    return _seconds(model, steps=steps if method != "noise" else 0, videos=2, frames=frames, video_steps=video_steps)
+    return _seconds(model, method, steps=steps if method != "noise" else 0, videos=2, frames=frames,
+                    video_steps=video_steps)
 
 
 # -- entry points ---------------------------------------------------------------------------------------------
-def _protect(image, method, eps, steps, model, seed, randomize_seed, robust, progress, options=None):
+def _protect(image, method, eps, steps, model, seed, randomize_seed, robust, progress):
     target = get_target(model)
     eps = whole_number("Epsilon", eps, 1, MAX_EPS)
     steps = whole_number("Steps", steps, 0, MAX_STEPS)
     seed = pick_seed(seed, randomize_seed)
     _, prepared = open_upload(image, target)
-    attack = make_method(method, target, seed, options or dict(num_frames=None, num_inference_steps=None))
+    attack = make_method(method, target, seed)
     config = PGDConfig(eps=eps / 255, steps=steps, robust=bool(robust), seed=seed)
     label = f"Protecting with {method}"
     progress((0, max(steps, 1)), desc=label)
@@ -379,7 +393,7 @@ def _animate(target: Target, image: PIL.Image.Image, seed: int, options: dict, p
 
 
 @spaces.GPU(duration=protect_seconds)
-def protect_image(image: str, method: str = "vidfreeze", eps: int = DEFAULT_EPS, steps: int = DEFAULT_STEPS,
+def protect_image(image: str, method: str = "vidfreeze", eps: int = DEFAULT_EPS, steps: int = default_steps("vidfreeze"),
                   model: str = AVAILABLE_MODELS[0], seed: int = 0, randomize_seed: bool = False,
                   robust: bool = False, progress=gr.Progress()):
     """Guard an image. Returns the guarded image (PNG), the same PNG as a file, the perturbation
@@ -408,7 +422,7 @@ def animate_image(image: str, model: str = AVAILABLE_MODELS[0], seed: int = 0, r
 
 
 @spaces.GPU(duration=protect_and_animate_seconds)
-def protect_and_animate(image: str, method: str = "vidfreeze", eps: int = DEFAULT_EPS, steps: int = DEFAULT_STEPS,
+def protect_and_animate(image: str, method: str = "vidfreeze", eps: int = DEFAULT_EPS, steps: int = default_steps("vidfreeze"),
                         model: str = AVAILABLE_MODELS[0], seed: int = 0, randomize_seed: bool = False,
                         frames: int = 0, motion_bucket: int = 127, video_steps: int = 0, robust: bool = False,
                         progress=gr.Progress()):
@@ -419,7 +433,7 @@ def protect_and_animate(image: str, method: str = "vidfreeze", eps: int = DEFAUL
         target = get_target(model)
         options = video_options(target, frames, motion_bucket, video_steps)
         result, folder, guarded, perturbation, numbers, seed, eps, steps = _protect(
-            image, method, eps, steps, model, seed, randomize_seed, robust, progress, options)
+            image, method, eps, steps, model, seed, randomize_seed, robust, progress)
         fps = getattr(target, "fps", 8)
         videos = {}
         for name, picture in (("original", result.original), ("guarded", result.image)):
@@ -480,7 +494,7 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
                                  value="vidfreeze", label="Method")
             eps_in = gr.Slider(1, MAX_EPS, value=DEFAULT_EPS, step=1, label="Epsilon (x/255)", elem_id="eps",
                                info="the largest change of any pixel, in 8-bit levels")
-            steps_in = gr.Slider(0, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="Steps", elem_id="steps",
+            steps_in = gr.Slider(0, MAX_STEPS, value=default_steps("vidfreeze"), step=1, label="Steps", elem_id="steps",
                                  info="optimisation steps (more: stronger, slower; ignored by the noise control)")
             model_in = gr.Dropdown([(MODEL_LABELS.get(m, m), m) for m in AVAILABLE_MODELS],
                                    value=AVAILABLE_MODELS[0], label="Image-to-video model")
@@ -521,6 +535,9 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
                 seed_out = gr.Number(label="Seed used", precision=0, interactive=False, scale=1, min_width=120)
                 settings_out = gr.Markdown(elem_id="guard-settings")
 
+    # each method starts from its own preset's steps (PhotoGuard's steps are cheap, the control has none)
+    method_in.change(lambda m: gr.update(value=default_steps(m)), inputs=method_in, outputs=steps_in, queue=False,
+                     api_visibility="private")
     image_args = [image_in, method_in, eps_in, steps_in, model_in, seed_in, randomize_in]
     common = dict(concurrency_id="model", concurrency_limit=1)  # one job per loaded model at a time
     def clear(*components):

@@ -54,7 +54,7 @@ def main() -> int:
     imported = time.perf_counter()
     target = app.get_target(args.model)
     loaded = time.perf_counter()
-    steps = app.DEFAULT_STEPS if args.steps is None else args.steps
+    steps = app.default_steps(args.method) if args.steps is None else args.steps
 
     clock = PhaseClock()
     run_start = time.perf_counter()
