@@ -88,6 +88,15 @@ def test_protect_and_animate_in_the_browser(page, page_url, tmp_path):
 
     page.set_input_files("#input-image input[type=file]", str(EXAMPLE))
     page.wait_for_selector("#input-image img")
+    # the steps follow the chosen method's preset
+    steps_box = page.locator("#steps input[type=number]")
+    page.get_by_label("PhotoGuard", exact=False).check()
+    page.wait_for_function("() => document.querySelector('#steps input[type=number]').value == '%d'"
+                           % app.default_steps("photoguard"))
+    page.get_by_label("Vid-Freeze", exact=False).check()
+    page.wait_for_function("() => document.querySelector('#steps input[type=number]').value == '%d'"
+                           % app.default_steps("vidfreeze"))
+    assert steps_box.input_value() == str(app.default_steps("vidfreeze"))
     set_number(page, "steps", STEPS)
     page.click("#run")
     try:  # the progress bar shows what runs (best effort: a fast machine may finish first)
