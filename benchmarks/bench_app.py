@@ -2,6 +2,7 @@
 guarded image, through app.py's own entry point (`protect_and_animate`) with the page's defaults.
 
     python benchmarks/bench_app.py [--model embedded] [--image examples/chelsea.png] [--steps N]
+    python benchmarks/bench_app.py --weights DIR   # a diffusers folder timed in place of the embedded model
 
 Prints the seconds of each part (model load, protection, each video, metrics and files) and the
 total, with the machine's load average (timings on a shared CPU are inflated). Target for the
@@ -38,17 +39,33 @@ def main() -> int:
     parser.add_argument("--method", default="vidfreeze")
     parser.add_argument("--steps", type=int, default=None, help="protection steps (default: the page's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weights", default=None,
+                        help="a diffusers folder to time as `embedded` (e.g. the embedded architecture with "
+                             "random weights, before the trained one is installed: same cost)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's; on a shared, loaded CPU 1 can be several "
+                             "times faster than 2, as OpenMP threads then wait on each other)")
     args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    if args.weights:
+        import guard.targets
+
+        weights = Path(args.weights).resolve()
+        guard.targets.MODELS["embedded"] = str(weights)
+        guard.targets.EMBEDDED_PATH = weights  # read by app.py at import
+        args.model, has_embedded = "embedded", True
+        print(f"note: timing {weights} as the embedded model")
     if args.model != "embedded":
         print(f"note: timing {args.model}, not the embedded model"
               + ("" if has_embedded else " (guard/models/embedded is not installed yet)"))
 
     os.environ["GUARD_MODELS"] = args.model
     os.environ["GUARD_PRELOAD"] = "none"  # load inside the timed part below
-    sys.path.insert(0, str(ROOT))
     start = time.perf_counter()
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     import app
 
     imported = time.perf_counter()
