@@ -73,7 +73,7 @@ MIN_GPU_SECONDS, MAX_GPU_SECONDS = 10, 600
 
 # -- models offered ---------------------------------------------------------------------------------------
 MODEL_LABELS = {
-    "embedded": "embedded (small SVD-family model shipped with guard, runs on CPU)",
+    "embedded": "embedded (small SVD-family model shipped with guard)",
     "svd": "Stable Video Diffusion (14 frames, GPU)",
     "svd-xt": "Stable Video Diffusion XT (25 frames, GPU)",
     "cogvideox": "CogVideoX-5B I2V (49 frames, GPU)",
@@ -498,12 +498,12 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
                                  info="optimisation steps (more: stronger, slower; ignored by the noise control)")
             model_in = gr.Dropdown([(MODEL_LABELS.get(m, m), m) for m in AVAILABLE_MODELS],
                                    value=AVAILABLE_MODELS[0], label="Image-to-video model")
-            with gr.Accordion("Advanced options", open=False):
+            with gr.Accordion("Advanced options", open=False, elem_id="advanced"):
                 with gr.Row():
                     seed_in = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
                     randomize_in = gr.Checkbox(value=False, label="Random seed")
                 frames_in = gr.Slider(0, MAX_FRAMES, value=0, step=1, label="Frames (0 = the model's default)")
-                video_steps_in = gr.Slider(0, MAX_VIDEO_STEPS, value=0, step=1,
+                video_steps_in = gr.Slider(0, MAX_VIDEO_STEPS, value=0, step=1, elem_id="video-steps",
                                            label="Video denoising steps (0 = the model's default)")
                 bucket_in = gr.Slider(0, 255, value=127, step=1, label="Motion bucket (SVD family: more = more motion)")
                 robust_in = gr.Checkbox(value=False, label="Robust mode",

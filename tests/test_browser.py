@@ -19,6 +19,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 IN_CI = os.environ.get("CI") == "true"
 STEPS = 2  # protection steps for the test (the page's default is larger)
+VIDEO_STEPS = 3  # denoising steps of each video (the model's default is larger)
 RUN_TIMEOUT_MS = 300_000  # protection + two videos on a loaded CPU
 
 if not IN_CI:
@@ -98,6 +99,8 @@ def test_protect_and_animate_in_the_browser(page, page_url, tmp_path):
                            % app.default_steps("vidfreeze"))
     assert steps_box.input_value() == str(app.default_steps("vidfreeze"))
     set_number(page, "steps", STEPS)
+    page.get_by_text("Advanced options").click()  # folded away by default
+    set_number(page, "video-steps", VIDEO_STEPS)
     page.click("#run")
     try:  # the progress bar shows what runs (best effort: a fast machine may finish first)
         page.get_by_text("Protecting with").or_(page.get_by_text("denoising step")).first.wait_for(timeout=20_000)
