@@ -59,7 +59,11 @@ def load_target(model: str = DEFAULT_MODEL, device: str | torch.device = "cpu",
         from .svd import SVDTarget as cls
     else:
         from .cogvideox import CogVideoXTarget as cls
-    return cls.from_pretrained(path_or_id, device=device, dtype=dtype, name=model)
+    # a local folder may carry guard.json: the target's defaults for that model (e.g. the embedded
+    # model's denoising steps), the same keyword arguments the target's constructor takes
+    defaults = Path(path_or_id) / "guard.json"
+    kwargs = json.loads(defaults.read_text()) if local and defaults.is_file() else {}
+    return cls.from_pretrained(path_or_id, device=device, dtype=dtype, name=model, **kwargs)
 
 
 __all__ = ["MODELS", "DEFAULT_MODEL", "Target", "Video", "load_target"]
