@@ -92,6 +92,7 @@ def test_protect_and_animate_end_to_end(served):
     original = prepared_example(app)
     assert pixels.shape == original.shape
     assert 0 < np.abs(pixels - original).max() <= eps
+    assert PIL.Image.open(perturbation).size == PIL.Image.open(guarded).size
     # two playable videos of the requested length, at the model's working size
     frames_o, frames_g = read_video(video_path(video_original)), read_video(video_path(video_guarded))
     assert frames_o.shape == frames_g.shape and frames_o.shape[0] == FAST["frames"]
@@ -112,7 +113,7 @@ def test_protect_is_deterministic_and_the_download_is_the_image(served):
                   seed=11, randomize_seed=False, robust=False)
     first = call(client, "/protect", **kwargs)
     second = call(client, "/protect", **kwargs)
-    guarded, guarded_file, perturbation, numbers, seed, _ = first
+    guarded, guarded_file, perturbation, _, seed, _ = first
     assert Path(guarded).read_bytes() == Path(guarded_file).read_bytes() == Path(second[0]).read_bytes()
     assert seed == 11
     # the amplified perturbation is mid-gray where nothing changed and uses the full range elsewhere
@@ -199,7 +200,7 @@ def test_unusual_images_are_converted(served, tmp_path):
     exif[0x0112] = 6
     base.save(rotated, exif=exif)
     cases = {"rgba.png": rgba, "gray.png": base.convert("L"), "cmyk.jpg": base.convert("CMYK"),
-             "gray16.png": PIL.Image.fromarray((np.asarray(base.convert("L"), np.uint16) * 257)),
+             "gray16.png": PIL.Image.fromarray(np.asarray(base.convert("L"), np.uint16) * 257),
              "wide.png": base.resize((4200, 48))}  # longer than MAX_SIDE: shrunk first
     animated = tmp_path / "animated.gif"
     base.save(animated, save_all=True, append_images=[base.rotate(90)], duration=100)
@@ -237,7 +238,7 @@ def test_every_method_runs_from_the_page(served, method):
     from gradio_client import handle_file
 
     app, client = served
-    guarded, _, _, numbers, _, settings = call(client, "/protect", image=handle_file(str(EXAMPLE)), method=method,
+    guarded, _, _, _, _, settings = call(client, "/protect", image=handle_file(str(EXAMPLE)), method=method,
                                                eps=8, steps=1, model=MODEL, seed=0, randomize_seed=False,
                                                robust=method == "photoguard")
     assert np.abs(np.asarray(PIL.Image.open(guarded), np.int16) - prepared_example(app)).max() <= 8
@@ -248,7 +249,7 @@ def test_two_visitors_at_once_get_their_own_files(served):
     """Two requests in flight together: each gets its own folder and its own result."""
     from gradio_client import Client, handle_file
 
-    app, client = served
+    _, client = served
     other = Client(client.src, verbose=False)
     jobs = [c.submit(image=handle_file(str(EXAMPLE)), method="noise", eps=8, steps=0, model=MODEL, seed=seed,
                      randomize_seed=False, robust=False, api_name="/protect")

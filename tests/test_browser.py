@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
-
-from test_app import EXAMPLE, MODEL, launch_app, prepared_example
+from test_app import EXAMPLE, launch_app, prepared_example
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -78,6 +77,8 @@ def video_plays(page, elem_id: str) -> dict:
 
 
 def test_protect_and_animate_in_the_browser(page, page_url, tmp_path):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     app, url = page_url
     page.goto(url)
     page.wait_for_selector("#run")
@@ -91,12 +92,10 @@ def test_protect_and_animate_in_the_browser(page, page_url, tmp_path):
     page.wait_for_selector("#input-image img")
     # the steps follow the chosen method's preset
     steps_box = page.locator("#steps input[type=number]")
-    page.get_by_label("PhotoGuard", exact=False).check()
-    page.wait_for_function("() => document.querySelector('#steps input[type=number]').value == '%d'"
-                           % app.default_steps("photoguard"))
-    page.get_by_label("Vid-Freeze", exact=False).check()
-    page.wait_for_function("() => document.querySelector('#steps input[type=number]').value == '%d'"
-                           % app.default_steps("vidfreeze"))
+    for method, label in (("photoguard", "PhotoGuard"), ("vidfreeze", "Vid-Freeze")):
+        page.get_by_label(label, exact=False).check()
+        page.wait_for_function(f"() => document.querySelector('#steps input[type=number]').value == "
+                               f"'{app.default_steps(method)}'")
     assert steps_box.input_value() == str(app.default_steps("vidfreeze"))
     set_number(page, "steps", STEPS)
     page.get_by_text("Advanced options").click()  # folded away by default
@@ -105,7 +104,7 @@ def test_protect_and_animate_in_the_browser(page, page_url, tmp_path):
     try:  # the progress bar shows what runs (best effort: a fast machine may finish first)
         page.get_by_text("Protecting with").or_(page.get_by_text("denoising step")).first.wait_for(timeout=20_000)
         page.screenshot(path=str(tmp_path / "running_page.png"), full_page=True)
-    except Exception:
+    except PlaywrightTimeout:
         pass
 
     page.wait_for_selector("#video-original video", timeout=RUN_TIMEOUT_MS)
