@@ -470,6 +470,24 @@ image-to-video model makes a **frozen** (Vid-Freeze) or **ruined** (I2VGuard) vi
 photo, choose a method and press **Protect & animate**: you get the guarded image (a lossless PNG), the
 change amplified so you can see it, and the videos the model makes from the original and from the
 guarded photo with the same seed, with numbers."""
+ABOUT = """
+**Methods.** All four share one L-inf projected-gradient loop (`guard/optimize.py`): the guarded image
+never differs from the original by more than *eps*/255 in any pixel channel, and is saved as an 8-bit PNG.
+- **Vid-Freeze** (arXiv 2509.23279) makes the model's temporal attention uniform over frames, so that
+  every frame receives the same mixture and the video freezes.
+- **I2VGuard** (Gui et al., CVPR 2025) pushes the image's latent, the denoised video and the temporal
+  attention away from those of the clean video, so that the video is ruined.
+- **PhotoGuard** (Salman et al., 2023) only attacks the VAE encoder: a cheap baseline made for image
+  editing, not video.
+- **Random noise** of the same budget is the control: a protection that does no better protects nothing.
+
+**Numbers.** PSNR and SSIM compare the guarded image with the original (at the model's working size);
+L-inf is the largest change in 8-bit levels. Motion is the mean Farneback optical flow between
+consecutive frames; a motion ratio below 1 means the guarded photo's video moves less (frozen). PSNR and
+SSIM between the two videos say how different they are (lower: ruined). Both videos use the same seed,
+so any difference comes from the perturbation. The methods run with the "fast" preset of
+`guard/presets.py`; the README has the evaluation on more images and models.
+"""
 FALLBACK_NOTE = ("**Note:** the embedded model is not installed here, so this page runs `tiny-svd`, a "
                  "random-weight model for tests: its videos are noise.")
 CSS = """
@@ -484,6 +502,8 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
     gr.Markdown(INTRO)
     if AVAILABLE_MODELS == ["tiny-svd"] and not os.environ.get("GUARD_MODELS"):
         gr.Markdown(FALLBACK_NOTE)
+    with gr.Accordion("About the methods and the numbers", open=False):
+        gr.Markdown(ABOUT)
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
             image_in = UploadedImage(label="Photo to protect", type="filepath", image_mode=None, sources=["upload", "clipboard"],
