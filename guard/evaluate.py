@@ -13,7 +13,8 @@ Writes into the report folder:
 - summary.md: command line, machine, settings, mean +- std per method and eps, skipped files;
 - motion_per_frame.png, effect_vs_eps.png;
 - images/ (guarded PNGs) and videos/ (mp4 of every generated video, original and guarded).
-summary.md and the plots are refreshed after every image, so a cut run still has a (partial) summary.
+summary.md is refreshed after every row and the plots after every image, so a cut run still has a
+(partial) summary.
 """
 
 from __future__ import annotations
@@ -158,12 +159,13 @@ def run(target: Target, files: list[Path], config: EvalConfig, out_dir: str | os
                     writer.writerow(row)
                     csv_file.flush()
                     report.rows.append(row)
+                    report.seconds = time.perf_counter() - start
+                    write_outputs(report, config, out, command, host, plots=False)
                     bar.update(1)
             report.images_done += 1
-            report.seconds = time.perf_counter() - start
             write_outputs(report, config, out, command, host)
     report.seconds = time.perf_counter() - start
-    write_outputs(report, config, out, command, host)
+    write_outputs(report, config, out, command, host, plots=False)  # the plots are current after each image
     return report
 
 
@@ -202,10 +204,11 @@ def _evaluate_one(target, image, path, name, eps, config, references, out) -> tu
 
 
 # -- outputs ---------------------------------------------------------------------------------------
-def write_outputs(report: Report, config: EvalConfig, out: Path, command: str, host: dict) -> None:
+def write_outputs(report: Report, config: EvalConfig, out: Path, command: str, host: dict,
+                  plots: bool = True) -> None:
     (out / "per_frame.json").write_text(json.dumps(report.curves, indent=1))  # inf -> Infinity
     (out / "summary.md").write_text(summary(report, config, command, host))
-    if report.rows:
+    if plots and report.rows:
         plot(report, config, out)
 
 
@@ -223,7 +226,8 @@ def mean_std(values) -> str:
 def summary(report: Report, config: EvalConfig, command: str, host: dict) -> str:
     rows = report.rows
     state = ("complete" if report.images_done + len(report.skipped) == report.images_total
-             else f"partial: {report.images_done + len(report.skipped)} of {report.images_total} images so far")
+             else f"partial: {report.images_done + len(report.skipped)} of {report.images_total} images done, "
+                  f"{len(rows)} rows so far")
     lines = [
         "# guard evaluation",
         "",

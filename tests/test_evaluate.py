@@ -41,7 +41,7 @@ def folder(tmp_path):
 def test_evaluate_writes_rows_summary_and_plots(folder, tmp_path, monkeypatch, capsys):
     out = tmp_path / "report"
     argv = ["evaluate", str(folder), "--model", "tiny-svd", "--device", "cpu", "--methods", "noise,photoguard",
-            "--eps", "4,8", "--steps", "2", "-o", str(out), "-q"]
+            "--eps", "4,8", "--steps", "2", "--video-steps", "2", "-o", str(out), "-q"]
     monkeypatch.setattr(sys, "argv", ["guard", *argv])
 
     assert cli.main(argv) == 1  # one file skipped, the run went on
