@@ -106,12 +106,14 @@ class Report:
 
 
 def machine(target: Target) -> dict:
-    """Where the numbers were measured (goes to the top of summary.md)."""
+    """Where and on what the numbers were measured (goes to the top of summary.md)."""
     device = str(target.device)
     if target.device.type == "cuda":
         device += f" ({torch.cuda.get_device_name(target.device)})"
     return dict(platform=platform.platform(), cpus=os.cpu_count(), threads=torch.get_num_threads(),
-                torch=torch.__version__, device=device, dtype=str(target.dtype).replace("torch.", ""))
+                torch=torch.__version__, device=device, dtype=str(target.dtype).replace("torch.", ""),
+                model=getattr(target, "name", target.family), size=f"{target.width}x{target.height}",
+                frames=target.num_frames, video_steps=target.num_inference_steps)
 
 
 def run(target: Target, files: list[Path], config: EvalConfig, out_dir: str | os.PathLike,
@@ -235,6 +237,9 @@ def summary(report: Report, config: EvalConfig, command: str, host: dict) -> str
         "",
         f"Machine: {host['platform']}, {host['cpus']} CPUs ({host['threads']} torch threads), torch {host['torch']}, "
         f"device {host['device']}, {host['dtype']}.",
+        "",
+        f"Model: {host['model']} at {host['size']}; videos of {config.frames or host['frames']} frames, "
+        f"{config.video_steps or host['video_steps']} denoising steps, seed {config.seed}.",
         "",
         f"Settings: {json.dumps(asdict(config))}. Run {state}, {report.seconds / 60:.1f} min.",
         "",
