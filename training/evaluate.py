@@ -174,12 +174,13 @@ def main():
 
     # 2. Oracle: temporal attention forced uniform, same seeds, default bucket.
     normal = [s["flow"] for n in images for s in results["per_image"][n]["127"]]
+    saved = pipe.unet.attn_processors
     set_temporal_processor(pipe.unet, TemporalAttnProcessor("uniform"))
     uniform = []
     for name, img in images.items():
         for seed in range(args.seeds):
             uniform.append(motion_stats(generate(pipe, defaults, img, 127, seed)))
-    pipe.unet.set_default_attn_processor()
+    pipe.unet.set_attn_processor(saved)
     results["uniform_attention"] = {"flow_normal": float(np.mean(normal)), "flow_uniform": float(np.mean([u["flow"] for u in uniform])),
                                     "warp_psnr_uniform": float(np.mean([u["warp_psnr"] for u in uniform]))}
     print(f"temporal attention forced uniform (bucket 127): flow {results['uniform_attention']['flow_uniform']:.2f} "

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from training.model import (  # noqa: E402
+    DEFAULT_STEPS,
     ModelConfig,
     build_feature_extractor,
     build_image_encoder,
@@ -68,6 +69,18 @@ def main():
     config["dtype"] = "float32"
     with open(path, "w") as f:
         json.dump(config, f, indent=2, sort_keys=True)
+    # Name the processor class that works everywhere: without torchvision, transformers saves its PIL
+    # fallback's name, which a machine with torchvision need not know; loading falls back by itself.
+    path = os.path.join(args.out_dir, "model_index.json")
+    with open(path) as f:
+        index = json.load(f)
+    index["feature_extractor"] = ["transformers", "CLIPImageProcessor"]
+    with open(path, "w") as f:
+        json.dump(index, f, indent=2)
+    # What the pipeline's own defaults (576x1024, 25 steps) cannot say: how this model is meant to run.
+    with open(os.path.join(args.out_dir, "guard_defaults.json"), "w") as f:
+        json.dump({"height": cfg.resolution, "width": cfg.resolution, "num_frames": cfg.num_frames,
+                   "num_inference_steps": DEFAULT_STEPS}, f, indent=1)
     with open(os.path.join(args.out_dir, "training_meta.json"), "w") as f:
         json.dump({k: meta[k] for k in ("unet_step", "vae_steps", "seed", "scaling_factor", "args")}, f, indent=1)
     size = sum(os.path.getsize(os.path.join(d, n)) for d, _, ns in os.walk(args.out_dir) for n in ns)

@@ -17,6 +17,9 @@ from diffusers import (
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 
+DEFAULT_STEPS = 12  # Euler steps for CPU generation (the pipeline's own default is 25); see the model card
+
+
 @dataclass
 class ModelConfig:
     resolution: int = 128  # pixels, square; the pipeline must be called with height=width=resolution

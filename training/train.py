@@ -118,7 +118,7 @@ def export_compact(export_dir: str, cfg: ModelConfig, vae, unet, image_encoder, 
 def train_vae(args, cfg, renderer, vae, work, device):
     path = os.path.join(work, "vae.pt")
     opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
-    step = 0
+    step = init_step
     if os.path.exists(path):
         state = torch.load(path, map_location=device)
         vae.load_state_dict(state["vae"])
@@ -157,6 +157,35 @@ def train_vae(args, cfg, renderer, vae, work, device):
     return step
 
 
+def train_decoder(args, cfg, renderer, vae, work):
+    """Fine-tune the decoder with the encoder frozen: sharper frames, same latent space."""
+    vae.requires_grad_(False)
+    vae.decoder.requires_grad_(True)
+    params = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.vae_lr, weight_decay=0.0)
+    clips = max(1, args.vae_batch // cfg.num_frames)
+    t0 = time.time()
+    for step in range(args.decoder_steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.decoder_steps, args.vae_lr, 100)
+        with torch.no_grad(), torch.autocast(renderer.device.type, dtype=torch.bfloat16):
+            video, _ = renderer(clips)
+            x = video.flatten(0, 1)
+            z = vae.encode(x).latent_dist.sample()
+        with torch.autocast(renderer.device.type, dtype=torch.bfloat16):
+            rec = vae.decode(z, num_frames=cfg.num_frames).sample.float()
+        mse = (rec - x).square().mean()
+        grad = lambda y: (y[..., 1:, :] - y[..., :-1, :], y[..., :, 1:] - y[..., :, :-1])  # noqa: E731
+        loss = (rec - x).abs().mean() + mse + 0.5 * sum((a - b).abs().mean() for a, b in zip(grad(rec), grad(x)))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if (step + 1) % 200 == 0:
+            log(f"decoder step {step + 1} loss {loss.item():.4f} psnr {10 * math.log10(4.0 / mse.item()):.2f} "
+                f"{(step + 1) / (time.time() - t0):.1f} it/s", work)
+
+
 @torch.no_grad()
 def latent_std(vae, renderer, device, n=8):
     vals = []
@@ -183,6 +212,9 @@ def main():
     p.add_argument("--save-every", type=float, default=150.0, help="seconds between checkpoints")
     p.add_argument("--max-minutes", type=float, default=1e9, help="stop (after saving) when this is spent")
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet")
+    p.add_argument("--init", default=None, help="start from a compact export (fp16 weights, no optimizer state): "
+                   "skips the VAE stage and continues the UNet step count and schedule")
+    p.add_argument("--decoder-steps", type=int, default=0, help="fine-tune the VAE decoder alone (latents unchanged)")
     args = p.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CPU: smoke tests only
@@ -201,12 +233,25 @@ def main():
     renderer = ClipRenderer(picture_bank(pictures, device), cfg.resolution, cfg.num_frames, seed=args.seed)
 
     # 1. VAE
-    train_vae(args, cfg, renderer, vae, args.work, device)
+    init_step = 0
+    if args.init:
+        from training.export import load_compact
+
+        _, meta, v, u, e = load_compact(args.init)
+        vae.load_state_dict(v.state_dict())
+        unet.load_state_dict(u.state_dict())
+        image_encoder.load_state_dict(e.state_dict())
+        scaling, init_step = meta["scaling_factor"], meta["unet_step"]
+        log(f"initialised from {args.init} (unet step {init_step}, scaling_factor {scaling:.4f})", args.work)
+    else:
+        train_vae(args, cfg, renderer, vae, args.work, device)
+        renderer.generator.manual_seed(args.seed + 1)  # the same scaling factor whether resumed or not
+        scaling = 1.0 / latent_std(vae, renderer, device)
+        log(f"vae scaling_factor {scaling:.4f}", args.work)
+    if args.decoder_steps:
+        train_decoder(args, cfg, renderer, vae, args.work)
     vae.requires_grad_(False).eval()
-    renderer.generator.manual_seed(args.seed + 1)  # the same scaling factor whether resumed or not
-    scaling = 1.0 / latent_std(vae, renderer, device)
     vae.register_to_config(scaling_factor=scaling)
-    log(f"vae scaling_factor {scaling:.4f}", args.work)
 
     # 2. UNet + image encoder
     params = [p for p in list(unet.parameters()) + list(image_encoder.parameters()) if p.requires_grad]
@@ -214,7 +259,7 @@ def main():
     live = dict(list(unet.named_parameters(prefix="unet")) + list(image_encoder.named_parameters(prefix="enc")))
     ema = {k: v.detach().clone() for k, v in live.items()}  # exponential moving average: what we export
     path = os.path.join(args.work, "unet.pt")
-    step = 0
+    step = init_step
     if os.path.exists(path):
         state = torch.load(path, map_location=device)
         unet.load_state_dict(state["unet"])
@@ -249,8 +294,8 @@ def main():
     t0, last_save = time.time(), time.time()
     step0 = step
     while step < args.unet_steps and (time.time() - start) / 60 < args.max_minutes:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.unet_steps, args.lr, args.warmup)
+        for g in opt.param_groups:  # a fresh optimizer (after --init) warms up again over 100 steps
+            g["lr"] = lr_at(step, args.unet_steps, args.lr, args.warmup) * min(1.0, (step - step0 + 1) / 100 if args.init else 1.0)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
             video, bucket = renderer(B)  # (B, F, 3, R, R) in [-1, 1], (B,)
             x0 = vae.encode(video.flatten(0, 1)).latent_dist.mode().float() * scaling
