@@ -59,9 +59,9 @@ def load_target(model: str = DEFAULT_MODEL, device: str | torch.device = "cpu",
         from .svd import SVDTarget as cls
     else:
         from .cogvideox import CogVideoXTarget as cls
-    # a local folder may carry guard.json: the target's defaults for that model (e.g. the embedded
-    # model's denoising steps), the same keyword arguments the target's constructor takes
-    defaults = Path(path_or_id) / "guard.json"
+    # a local folder may carry guard_defaults.json: the target's defaults for that model (e.g. the
+    # embedded model's size and denoising steps), keyword arguments of the target's constructor
+    defaults = Path(path_or_id) / "guard_defaults.json"
     kwargs = json.loads(defaults.read_text()) if local and defaults.is_file() else {}
     return cls.from_pretrained(path_or_id, device=device, dtype=dtype, name=model, **kwargs)
 

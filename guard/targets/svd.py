@@ -87,7 +87,8 @@ class SVDTarget(Target):
 
     def __init__(self, pipe: StableVideoDiffusionPipeline, name: str = "svd", fps: int = 7,
                  motion_bucket_id: int = 127, noise_aug_strength: float = 0.02,
-                 num_inference_steps: int = 25, checkpointing: bool | None = None):
+                 num_inference_steps: int = 25, checkpointing: bool | None = None,
+                 height: int | None = None, width: int | None = None, num_frames: int | None = None):
         super().__init__()
         self.pipe, self.name = pipe, name
         self.unet, self.vae, self.image_encoder = pipe.unet, pipe.vae, pipe.image_encoder
@@ -98,7 +99,8 @@ class SVDTarget(Target):
         # (the embedded one, the tiny one) at its own square size.
         side = pipe.unet.config.sample_size * pipe.vae_scale_factor
         self.height, self.width = (576, 1024) if pipe.unet.config.sample_size == 96 else (side, side)
-        self.num_frames = pipe.unet.config.num_frames
+        self.height, self.width = height or self.height, width or self.width
+        self.num_frames = num_frames or pipe.unet.config.num_frames
         self.num_inference_steps = num_inference_steps
         self.fps, self.motion_bucket_id, self.noise_aug_strength = fps, motion_bucket_id, noise_aug_strength
         # Record only temporal self-attention; every other layer keeps its processor.
