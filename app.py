@@ -62,7 +62,7 @@ REQUEST_DIR_MAX_AGE_S = 3600  # per-request folders older than this are removed
 # `denoise_frame_step` (one denoising step of one frame, classifier-free guidance included).
 # First estimates for a ZeroGPU half H200; the performance issue will measure and refine them.
 GPU_COST = {
-    "embedded": dict(fixed=5.0, pgd_step=0.10, denoise_frame_step=0.004, frames=14, video_steps=25),
+    "embedded": dict(fixed=5.0, pgd_step=0.10, denoise_frame_step=0.004, frames=8, video_steps=12),
     "svd": dict(fixed=10.0, pgd_step=1.2, denoise_frame_step=0.05, frames=14, video_steps=25),
     "svd-xt": dict(fixed=10.0, pgd_step=2.0, denoise_frame_step=0.05, frames=25, video_steps=25),
     "cogvideox": dict(fixed=20.0, pgd_step=6.0, denoise_frame_step=0.12, frames=49, video_steps=50),
