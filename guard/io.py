@@ -49,7 +49,7 @@ def load_image(source: str | os.PathLike | PIL.Image.Image) -> tuple[PIL.Image.I
         except InputError:
             raise
         except (PIL.Image.DecompressionBombError, PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise InputError(f"{name}: not a readable image ({type(e).__name__})") from None
+            raise InputError(f"{name}: not a readable image (the file is damaged or not an image format)") from None
     if image.width * image.height > MAX_PIXELS:
         raise InputError(f"{name}: {image.width}x{image.height} is too large "
                          f"(at most {MAX_PIXELS // 1_000_000} megapixels)")
