@@ -134,14 +134,22 @@ def main():
     p.add_argument("--seeds", type=int, default=2, help="videos per image and bucket")
     p.add_argument("--json", default=None, help="also write the numbers here")
     p.add_argument("--save-videos", default=None, help="folder for a PNG strip of each bucket-127 video")
+    p.add_argument("--timing-only", action="store_true", help="only the CPU timings (section 3)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice). On a "
+                   "shared machine, more threads than free cores makes OpenMP crawl: time with 1 there")
     args = p.parse_args()
     torch.set_flush_denormal(True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     pipe, defaults = load(args.model)
     size = defaults["height"]
     images = held_out_images(size)
     print(f"model {args.model}: {defaults}; torch threads {torch.get_num_threads()}")
     results = {"defaults": defaults, "per_image": {}, "buckets": {}}
+
+    if args.timing_only:
+        return timings(pipe, defaults, images, results, args)
 
     # 1. Motion per bucket, frame-0 fidelity.
     per_bucket = {b: [] for b in BUCKETS}
@@ -187,6 +195,10 @@ def main():
           f"vs {results['uniform_attention']['flow_normal']:.2f} px/frame normal "
           f"(warp PSNR {results['uniform_attention']['warp_psnr_uniform']:.1f} dB)")
 
+    timings(pipe, defaults, images, results, args)
+
+
+def timings(pipe, defaults, images, results, args):
     # 3. CPU timings.
     img = images["astronaut"]
     gen = []
@@ -195,7 +207,7 @@ def main():
         generate(pipe, defaults, img, 127, i)
         gen.append(time.perf_counter() - t0)
     step, n_maps = attack_step_time(pipe, defaults, img)
-    results["cpu_seconds"] = {"generation_median": statistics.median(gen[1:]), "generation_min": min(gen[1:]), "attack_step_median": step}
+    results["cpu_seconds"] = {"threads": torch.get_num_threads(), "generation_median": statistics.median(gen[1:]), "generation_min": min(gen[1:]), "attack_step_median": step}
     print(f"CPU ({torch.get_num_threads()} threads): generation {statistics.median(gen[1:]):.2f} s median, {min(gen[1:]):.2f} s min "
           f"({defaults['num_frames']} frames, {defaults['num_inference_steps']} steps, CFG); "
           f"attack step {step:.3f} s median ({n_maps} temporal maps materialised)")

@@ -211,6 +211,8 @@ def main():
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--save-every", type=float, default=150.0, help="seconds between checkpoints")
     p.add_argument("--max-minutes", type=float, default=1e9, help="stop (after saving) when this is spent")
+    p.add_argument("--stop-at", type=int, default=None, help="stop (after saving) at this UNet step; the schedule "
+                   "still runs to --unet-steps (to redo a run that a time limit stopped)")
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet")
     p.add_argument("--init", default=None, help="start from a compact export (fp16 weights, no optimizer state): "
                    "skips the VAE stage and continues the UNet step count and schedule")
@@ -293,7 +295,8 @@ def main():
     B, Fr = args.batch, cfg.num_frames
     t0, last_save = time.time(), time.time()
     step0 = step
-    while step < args.unet_steps and (time.time() - start) / 60 < args.max_minutes:
+    stop = min(args.unet_steps, args.stop_at or args.unet_steps)
+    while step < stop and (time.time() - start) / 60 < args.max_minutes:
         for g in opt.param_groups:  # a fresh optimizer (after --init) warms up again over 100 steps
             g["lr"] = lr_at(step, args.unet_steps, args.lr, args.warmup) * min(1.0, (step - step0 + 1) / 100 if args.init else 1.0)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
