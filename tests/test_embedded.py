@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # training/ is not a package of guard: import it from the checkout
 MODEL = os.path.join(ROOT, "guard", "models", "embedded")
 
 
@@ -70,3 +72,30 @@ def test_generates_default_video_with_frame0_close_to_input(pipe, defaults):
     assert psnr > 15.0, f"frame 0 PSNR {psnr:.1f} dB"
     # The video moves: later frames differ from frame 0 more than float noise would.
     assert np.abs(frames[-1] - frames[0]).mean() > 0.01
+
+
+def test_temporal_resnets_are_identities_and_maps_are_exact(pipe, defaults):
+    """The model card's design claims: temporal convolutions are off (zero last conv), so frames meet
+    only in temporal attention; and the map-materialising processor computes the same UNet output."""
+    from training.attention import TemporalAttnProcessor, set_temporal_processor
+
+    unet = pipe.unet
+    convs = [m.conv2 for n, m in unet.named_modules() if n.endswith("temporal_res_block")]
+    assert len(convs) == 11 and all(float(c.weight.abs().max()) == 0 and float(c.bias.abs().max()) == 0 for c in convs)
+
+    g = torch.Generator().manual_seed(0)
+    h = defaults["height"] // 8
+    sample = torch.randn(1, defaults["num_frames"], unet.config.in_channels, h, h, generator=g)
+    emb = torch.randn(1, 1, unet.config.cross_attention_dim, generator=g)
+    ids = torch.tensor([[6.0, 127.0, 0.02]])
+    with torch.no_grad():
+        ref = unet(sample, torch.tensor([0.5]), encoder_hidden_states=emb, added_time_ids=ids).sample
+        saved = unet.attn_processors
+        proc = TemporalAttnProcessor("store")
+        set_temporal_processor(unet, proc)
+        out = unet(sample, torch.tensor([0.5]), encoder_hidden_states=emb, added_time_ids=ids).sample
+        unet.set_attn_processor(saved)
+    assert len(proc.maps) == 10
+    F_ = defaults["num_frames"]
+    assert all(m.shape[-2:] == (F_, F_) and torch.allclose(m.sum(-1), torch.ones(())) for m in proc.maps)
+    assert torch.allclose(out, ref, atol=1e-4), float((out - ref).abs().max())

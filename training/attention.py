@@ -14,11 +14,12 @@ class TemporalAttnProcessor:
 
     mode "store": keep each map (B*HW*heads, F, F) in `self.maps` (with grad, for attacks).
     mode "uniform": replace every map by 1/F, so every frame gets the mean of the values.
+    mode "identity": replace every map by the identity, so no frame sees any other.
     """
 
     def __init__(self, mode: str = "store"):
-        if mode not in ("store", "uniform"):
-            raise ValueError(f"mode must be 'store' or 'uniform', got {mode!r}")
+        if mode not in ("store", "uniform", "identity"):
+            raise ValueError(f"mode must be 'store', 'uniform' or 'identity', got {mode!r}")
         self.mode = mode
         self.maps: list[torch.Tensor] = []
 
@@ -30,6 +31,9 @@ class TemporalAttnProcessor:
         if self.mode == "uniform":
             n = key.shape[1]
             probs = torch.full((query.shape[0], query.shape[1], n), 1.0 / n, dtype=value.dtype, device=value.device)
+        elif self.mode == "identity":
+            n = key.shape[1]
+            probs = torch.eye(n, dtype=value.dtype, device=value.device).expand(query.shape[0], n, n)
         else:
             probs = attn.get_attention_scores(query, key, None)  # (B*HW*heads, F, F)
             self.maps.append(probs)
