@@ -124,7 +124,7 @@ def attack_step_time(pipe, defaults, image, repeats=5) -> float:
         loss.backward()
         if i:  # the first is a warm-up
             times.append(time.perf_counter() - t0)
-    unet.set_attn_processor(saved)
+    unet.set_attn_processor(dict(saved))
     return statistics.median(times), len(proc.maps)
 
 
@@ -134,7 +134,7 @@ def main():
     p.add_argument("--seeds", type=int, default=2, help="videos per image and bucket")
     p.add_argument("--json", default=None, help="also write the numbers here")
     p.add_argument("--save-videos", default=None, help="folder for a PNG strip of each bucket-127 video")
-    p.add_argument("--timing-only", action="store_true", help="only the CPU timings (section 3)")
+    p.add_argument("--only", choices=("oracles", "timing"), default=None, help="run one section alone")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice). On a "
                    "shared machine, more threads than free cores makes OpenMP crawl: time with 1 there")
     args = p.parse_args()
@@ -148,7 +148,10 @@ def main():
     print(f"model {args.model}: {defaults}; torch threads {torch.get_num_threads()}")
     results = {"defaults": defaults, "per_image": {}, "buckets": {}}
 
-    if args.timing_only:
+    if args.only == "timing":
+        return timings(pipe, defaults, images, results, args)
+    if args.only == "oracles":
+        oracles(pipe, defaults, images, results, args)
         return timings(pipe, defaults, images, results, args)
 
     # 1. Motion per bucket, frame-0 fidelity.
@@ -180,21 +183,27 @@ def main():
     print(f"frame-0 PSNR vs input: {np.mean(f0):.1f} dB (min {np.min(f0):.1f}); static video flow "
           f"{np.mean([s['flow'] for s in still.values()]):.2f} px/frame")
 
+    oracles(pipe, defaults, images, results, args)
+    timings(pipe, defaults, images, results, args)
+
+
+def oracles(pipe, defaults, images, results, args):
     # 2. Oracles on the temporal attention, same seeds, default bucket: "uniform" is a perfect
     #    Vid-Freeze-style suppression; "identity" cuts every exchange between frames (with the
     #    temporal convolutions off, what moves then comes from each frame alone).
-    normal = [s["flow"] for n in images for s in results["per_image"][n]["127"]]
+    if results["per_image"]:
+        normal = [s["flow"] for n in images for s in results["per_image"][n]["127"]]
+    else:
+        normal = [motion_stats(generate(pipe, defaults, img, 127, seed))["flow"] for img in images.values() for seed in range(args.seeds)]
     saved = pipe.unet.attn_processors
     for mode in ("uniform", "identity"):
         set_temporal_processor(pipe.unet, TemporalAttnProcessor(mode))
         forced = [motion_stats(generate(pipe, defaults, img, 127, seed)) for img in images.values() for seed in range(args.seeds)]
-        pipe.unet.set_attn_processor(saved)
+        pipe.unet.set_attn_processor(dict(saved))  # set_attn_processor empties the dict it is given
         results[f"{mode}_attention"] = {"flow_normal": float(np.mean(normal)), "flow": float(np.mean([u["flow"] for u in forced])),
                                         "warp_psnr": float(np.mean([u["warp_psnr"] for u in forced]))}
         print(f"temporal attention forced {mode} (bucket 127): flow {results[f'{mode}_attention']['flow']:.2f} "
               f"vs {np.mean(normal):.2f} px/frame normal (warp PSNR {results[f'{mode}_attention']['warp_psnr']:.1f} dB)")
-
-    timings(pipe, defaults, images, results, args)
 
 
 def timings(pipe, defaults, images, results, args):
