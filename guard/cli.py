@@ -135,7 +135,8 @@ def cmd_evaluate(args) -> int:
                                  robust=args.robust, frames=args.frames, video_steps=args.video_steps)
     target = load(args)
     command = shlex.join(["python", "-m", "guard", *sys.argv[1:]])
-    report = evaluate.run(target, files, config, args.output, command=command, progress=not args.quiet)
+    report = evaluate.run(target, files, config, args.output, command=command, progress=not args.quiet,
+                          overwrite=args.overwrite)
     print(f"{args.output}: {len(report.rows)} rows from {report.images_done} images in "
           f"{report.seconds / 60:.1f} min (results.csv, summary.md, plots)")
     if report.skipped:  # each was reported as it was met (logged as a warning)
@@ -198,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--robust", action="store_true", help="protect through random JPEG/resize/crop (EOT)")
     p.add_argument("--frames", type=int, default=None, help="frames per video (default: the model's)")
     p.add_argument("--video-steps", type=int, default=None, help="denoising steps per video (default: the model's)")
+    p.add_argument("--overwrite", action="store_true", help="replace a report already in the output folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_model_options(p)
     p.set_defaults(func=cmd_evaluate)

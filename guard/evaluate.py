@@ -117,11 +117,15 @@ def machine(target: Target) -> dict:
 
 
 def run(target: Target, files: list[Path], config: EvalConfig, out_dir: str | os.PathLike,
-        command: str = "", progress: bool = True) -> Report:
+        command: str = "", progress: bool = True, overwrite: bool = False) -> Report:
     """Evaluate every method and eps of `config` on `files` against `target`; writes `out_dir`.
 
-    Unreadable images (`io.InputError`) are logged, listed in the report and skipped."""
+    Unreadable images (`io.InputError`) are logged, listed in the report and skipped. A folder that
+    already holds a results.csv is refused unless `overwrite`: two runs writing one folder corrupt
+    each other's files (seen: two people started the same -o on a shared machine)."""
     out = Path(out_dir)
+    if (out / "results.csv").exists() and not overwrite:
+        raise io.InputError(f"{out} already holds a report (results.csv): choose another folder or overwrite it")
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "videos").mkdir(exist_ok=True)
     report = Report(images_total=len(files))

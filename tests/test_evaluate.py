@@ -71,6 +71,10 @@ def test_evaluate_writes_rows_summary_and_plots(folder, tmp_path, monkeypatch, c
             assert image.width > 100
     assert len(list((out / "images").glob("*.png"))) == 8
 
+    # a second run into the same folder is refused before it writes anything (it would corrupt the first)
+    assert cli.main(argv) == 2
+    assert "already holds a report" in capsys.readouterr().err
+
 
 def test_mean_std_counts_what_it_cannot_average():
     assert mean_std([1.0, 3.0]) == "2 ± 1"
