@@ -60,12 +60,17 @@ REQUEST_DIR_MAX_AGE_S = 3600  # per-request folders older than this are removed
 # (one protection step: forward + backward through the denoiser at the model's default frame count, scaled
 # down for the fewer frames a preset attacks) and
 # `denoise_frame_step` (one denoising step of one frame, classifier-free guidance included).
-# First estimates for a ZeroGPU half H200; the performance issue will measure and refine them.
+# SVD-XT and CogVideoX from benchmarks/bench_gpu.py on one H100 (bf16, README "Speed and memory"):
+# SVD-XT generation 20.6 s for 25 steps x 25 frames (0.033 s a frame-step, decode included), a
+# protection step 0.56 s at 8 of its 25 frames (1.75 s x 8/25); CogVideoX 1.91 s a step of 49 frames
+# (0.039, plus decode), a protection step 1.09 s at 9 of 49 frames (5.9 s x 9/49). `fixed` covers
+# I2VGuard's setup (its clean video: 3.5-3.9 s) and the decode. SVD (14 frames) is scaled from SVD-XT;
+# the embedded model is a CPU model. A ZeroGPU half card is slower than an H100: keep the margin.
 GPU_COST = {
     "embedded": dict(fixed=5.0, pgd_step=0.10, denoise_frame_step=0.004, frames=8, video_steps=12),
-    "svd": dict(fixed=10.0, pgd_step=1.2, denoise_frame_step=0.05, frames=14, video_steps=25),
-    "svd-xt": dict(fixed=10.0, pgd_step=2.0, denoise_frame_step=0.05, frames=25, video_steps=25),
-    "cogvideox": dict(fixed=20.0, pgd_step=6.0, denoise_frame_step=0.12, frames=49, video_steps=50),
+    "svd": dict(fixed=10.0, pgd_step=1.0, denoise_frame_step=0.04, frames=14, video_steps=25),
+    "svd-xt": dict(fixed=10.0, pgd_step=1.75, denoise_frame_step=0.04, frames=25, video_steps=25),
+    "cogvideox": dict(fixed=25.0, pgd_step=6.0, denoise_frame_step=0.05, frames=49, video_steps=50),
     "tiny-svd": dict(fixed=2.0, pgd_step=0.05, denoise_frame_step=0.01, frames=4, video_steps=3),
     "tiny-cogvideox": dict(fixed=2.0, pgd_step=0.05, denoise_frame_step=0.01, frames=9, video_steps=3),
 }
