@@ -219,7 +219,7 @@ class CogVideoXTarget(Target):
     @classmethod
     def from_pretrained(cls, path_or_id: str, device="cpu", dtype=torch.float32, **kwargs) -> "CogVideoXTarget":
         """Hub id (THUDM/CogVideoX-5b-I2V) or local diffusers folder; kwargs go to the constructor."""
-        pipe = CogVideoXImageToVideoPipeline.from_pretrained(path_or_id, torch_dtype=dtype)
+        pipe = CogVideoXImageToVideoPipeline.from_pretrained(path_or_id, dtype=dtype)
         pipe.set_progress_bar_config(disable=True)
         return cls(pipe.to(device), **kwargs)
 

@@ -125,7 +125,7 @@ class SVDTarget(Target):
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, device="cpu", dtype=torch.float32, **kwargs) -> "SVDTarget":
-        pipe = StableVideoDiffusionPipeline.from_pretrained(path_or_id, torch_dtype=dtype)
+        pipe = StableVideoDiffusionPipeline.from_pretrained(path_or_id, dtype=dtype)
         pipe.set_progress_bar_config(disable=True)
         return cls(pipe.to(device), **kwargs)
 
