@@ -48,7 +48,7 @@ def load_image(source: str | os.PathLike | PIL.Image.Image) -> tuple[PIL.Image.I
             image.load()
         except InputError:
             raise
-        except (PIL.Image.DecompressionBombError, PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        except (PIL.Image.DecompressionBombError, PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError):
             raise InputError(f"{name}: not a readable image (the file is damaged or not an image format)") from None
     if image.width * image.height > MAX_PIXELS:
         raise InputError(f"{name}: {image.width}x{image.height} is too large "
@@ -70,8 +70,7 @@ def _to_rgb8(image: PIL.Image.Image, name: str, notices: list[str]) -> PIL.Image
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit or float grayscale: scale to 8 bits
         array = np.asarray(image, dtype=np.float64)
-        lo, hi = float(array.min()), float(array.max())
-        scale = 255.0 / 65535.0 if hi > 255 else 1.0
+        scale = 255.0 / 65535.0 if float(array.max()) > 255 else 1.0
         array = np.clip(array * scale, 0, 255).round().astype(np.uint8)
         notices.append(f"{name}: {mode} image converted to 8 bits")
         return PIL.Image.fromarray(array, "L").convert("RGB")

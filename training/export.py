@@ -14,7 +14,6 @@ import json
 import os
 import sys
 
-import torch
 from diffusers import StableVideoDiffusionPipeline
 from safetensors.torch import load_file
 
