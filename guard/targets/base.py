@@ -148,7 +148,18 @@ class Target:
         `callback(step, total)` is called after each denoising step."""
         raise NotImplementedError
 
-    # -- helpers ----------------------------------------------------------------------------------
+    # -- helpers ---------------------------------------------------------------------------------
+    @staticmethod
+    def step_callback(callback, steps: int):
+        """A diffusers `callback_on_step_end` that reports `callback(step, steps)` after each step."""
+
+        def on_step_end(pipe, i, t, tensors):
+            if callback is not None:
+                callback(i + 1, steps)
+            return tensors
+
+        return on_step_end
+
     def to_tensor(self, image: PIL.Image.Image) -> torch.Tensor:
         """8-bit RGB image -> float32 tensor (1, 3, H, W) in [0, 1] on the target's device."""
         array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0

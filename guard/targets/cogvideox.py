@@ -377,15 +377,11 @@ class CogVideoXTarget(Target):
         kwargs.setdefault("max_sequence_length", self.transformer.config.max_text_seq_length)
         image = self.prepare_image(image)
 
-        def on_step_end(pipe, i, t, tensors):
-            if callback is not None:
-                callback(i + 1, steps)
-            return tensors
-
         generator = torch.Generator(self.device).manual_seed(seed)
         latents = self.pipe(image, height=self.height, width=self.width, num_frames=num_frames,
                             num_inference_steps=steps, generator=generator, output_type="latent",
-                            callback_on_step_end=on_step_end, **kwargs).frames  # (1, F'+extra, C, h, w)
+                            callback_on_step_end=self.step_callback(callback, steps),
+                            **kwargs).frames  # (1, F'+extra, C, h, w)
         # decode exactly as the pipeline does for output_type="pil": drop padding, decode, 8 bits
         latents = latents[:, extra:]
         video = self.pipe.decode_latents(latents)  # (1, 3, F, H, W) in [-1, 1]

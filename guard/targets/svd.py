@@ -8,12 +8,9 @@ so gradients flow from every exposed quantity back to the image.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
-import PIL.Image
 import torch
-import torch.nn.functional as F
 import torch.utils.checkpoint
 from diffusers import (
     AutoencoderKLTemporalDecoder,
@@ -215,16 +212,12 @@ class SVDTarget(Target):
         aug = self.noise_aug_strength if noise_aug_strength is None else noise_aug_strength
         image = self.prepare_image(image)
 
-        def on_step_end(pipe, i, t, tensors):
-            if callback is not None:
-                callback(i + 1, steps)
-            return tensors
-
         generator = torch.Generator(self.device).manual_seed(seed)
         latents = self.pipe(image, height=self.height, width=self.width, num_frames=num_frames,
                             num_inference_steps=steps, fps=self.fps, motion_bucket_id=bucket,
                             noise_aug_strength=aug, decode_chunk_size=decode_chunk_size, generator=generator,
-                            output_type="latent", callback_on_step_end=on_step_end, **kwargs).frames
+                            output_type="latent", callback_on_step_end=self.step_callback(callback, steps),
+                            **kwargs).frames
         # decode exactly as the pipeline does for output_type="np"
         video = self.pipe.decode_latents(latents, num_frames, decode_chunk_size)  # (B, C, F, H, W) in [-1, 1]
         frames = self.pipe.video_processor.postprocess_video(video=video, output_type="np")[0]  # (F, H, W, 3)
