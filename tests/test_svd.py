@@ -44,19 +44,24 @@ def test_noise_levels_follow_schedule(tiny_svd):
     assert low.max() < high.min()
 
 
+def attack_pass(target, x, seed=0):
+    """One attack-shaped forward pass on random clean latents: everything a method may take a loss on.
+    Returns (cond, out, x0, maps, noisy, level)."""
+    g = torch.Generator().manual_seed(seed)
+    cond = target.condition(x, generator=g)
+    h, w = cond["image_latents"].shape[-2:]
+    clean = torch.randn(1, target.num_frames, 4, h, w, generator=g)
+    level = target.sample_noise_level(1, g)
+    noisy = target.add_noise(clean, torch.randn(clean.shape, generator=g), level)
+    with target.capture_attention() as maps:
+        out, x0 = target.denoise(noisy, level, cond)
+    return cond, out, x0, maps, noisy, level
+
+
 @pytest.fixture(scope="module")
 def step(tiny_svd, photo):
-    """One attack-shaped forward pass: everything a method may take a loss on."""
     x = image_tensor(tiny_svd, photo)
-    g = torch.Generator().manual_seed(0)
-    cond = tiny_svd.condition(x, generator=g)
-    h, w = cond["image_latents"].shape[-2:]
-    clean = torch.randn(1, tiny_svd.num_frames, 4, h, w, generator=g)
-    level = tiny_svd.sample_noise_level(1, g)
-    noisy = tiny_svd.add_noise(clean, torch.randn(clean.shape, generator=g), level)
-    with tiny_svd.capture_attention() as maps:
-        out, x0 = tiny_svd.denoise(noisy, level, cond)
-    return x, cond, out, x0, maps, noisy, level
+    return (x, *attack_pass(tiny_svd, x))
 
 
 def test_denoiser_shapes(step, tiny_svd):
@@ -86,16 +91,10 @@ def test_capture_does_not_change_output(tiny_svd, step):
 @pytest.mark.parametrize("quantity", ["image_embeddings", "image_latents", "denoiser", "attention"])
 def test_gradients_reach_image(tiny_svd, photo, quantity):
     x = image_tensor(tiny_svd, photo)
-    g = torch.Generator().manual_seed(1)
-    cond = tiny_svd.condition(x, generator=g)
+    cond, out, x0, maps, _, _ = attack_pass(tiny_svd, x, seed=1)
     if quantity in cond:
         loss = cond[quantity].pow(2).mean()
     else:
-        h, w = cond["image_latents"].shape[-2:]
-        clean = torch.randn(1, tiny_svd.num_frames, 4, h, w, generator=g)
-        level = tiny_svd.sample_noise_level(1, g)
-        with tiny_svd.capture_attention() as maps:
-            out, x0 = tiny_svd.denoise(tiny_svd.add_noise(clean, torch.randn(clean.shape, generator=g), level), level, cond)
         loss = x0.pow(2).mean() if quantity == "denoiser" else sum(m.pow(2).sum(-1).mean() for m in maps)
     (grad,) = torch.autograd.grad(loss, x)
     assert torch.isfinite(grad).all()
@@ -128,13 +127,7 @@ def test_checkpointing_gives_the_same_gradient(photo):
     for checkpointing in (False, True):
         target = tiny_svd(checkpointing=checkpointing)
         x = image_tensor(target, photo)
-        g = torch.Generator().manual_seed(0)
-        cond = target.condition(x, generator=g)
-        h, w = cond["image_latents"].shape[-2:]
-        clean = torch.randn(1, target.num_frames, 4, h, w, generator=g)
-        level = target.sample_noise_level(1, g)
-        with target.capture_attention() as maps:
-            _, x0 = target.denoise(target.add_noise(clean, torch.randn(clean.shape, generator=g), level), level, cond)
+        _, _, x0, maps, _, _ = attack_pass(target, x)
         loss = sum(m.pow(2).sum() for m in maps) + x0.pow(2).mean()
         grads.append(torch.autograd.grad(loss, x)[0])
         assert len(maps) == 6
