@@ -1,12 +1,29 @@
-"""Procedural training video, rendered on the GPU in one batched pass (no per-frame Python loops).
+"""Procedural training video where the picture decides what moves, rendered on the GPU in one pass.
 
-A clip is a still picture animated by a camera (pan, zoom, roll) with up to three textured objects
-moving over it. Pictures come from files shipped inside Python packages (scikit-image's data folder,
-scikit-learn's two sample photos when installed) and from procedural textures; nothing is downloaded.
-The project's example images (astronaut, chelsea, coffee, rocket) are held out for evaluation.
+The world of these clips has one law, applied to every picture alike, so that (as in real footage)
+what moves and how is read off what the picture shows, not drawn at random:
 
-The motion bucket is tied to speed, like SVD's motion_bucket_id (which SVD computed from optical
-flow): bucket b in [0, 255] means about b / 255 * MAX_SPEED pixels per frame of mean displacement.
+- **Busy things move, flat things stay.** A pixel's mobility is a smooth step of the local contrast
+  of the picture around it (luminance standard deviation in a window of about 4 px): textured
+  regions (foliage, fur, fabric, crowds of detail) move, flat ones (sky, walls, out-of-focus
+  background) hold still. A picture that is flat everywhere, or strongly blurred, makes a still clip.
+- **Colour says which way.** The direction of motion is the local mean colour's hue in an opponent
+  plane (red-green, yellow-blue), with a small bias to the right so that grey textures move too.
+- **The motion bucket sets how fast.** Every clip draws a speed; a fully mobile pixel moves that
+  many px/frame. Motion is a smooth, constant-velocity flow of the content (each point travels
+  along its own velocity, rendered by inverting the map with a fixed-point iteration), content
+  entering from a margin around the frame.
+- **The bucket is the clip's measured flow**, as SVD computed its motion_bucket_id from optical
+  flow: the mean flow magnitude over the pixels that move (>= 0.2 px/frame), known exactly from the
+  render, scaled so that bucket 255 is FLOW_AT_BUCKET_255 px/frame. Over the pixels that move, not
+  the whole frame: the bucket then says how fast things move and the picture which things move.
+  10% of clips are still (speed 0, bucket 0); flat and blurred pictures give bucket 0 at any speed.
+
+Pictures: photographs and textures shipped inside Python packages (scikit-image's data folder,
+scikit-learn's two sample photos, matplotlib's sample photo), at random crops, scales, flips, hue
+rotations, saturation and tints, plus procedural textures; 15% are blurred (out of focus, so still).
+Nothing is downloaded. The project's example images (astronaut, chelsea, coffee, rocket) and
+grace_hopper are held out for evaluation.
 """
 
 from __future__ import annotations
@@ -19,9 +36,13 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
-HELD_OUT = ("astronaut", "chelsea", "coffee", "rocket")  # examples/ and evaluation: never trained on
-MAX_SPEED = 6.0  # px/frame at the output resolution for motion_bucket_id 255
-BANK_SIZE = 256  # every picture is stored as a BANK_SIZE^2 square; clips view part of it
+HELD_OUT = ("astronaut", "chelsea", "coffee", "rocket", "grace_hopper")  # evaluation only, never trained on
+FLOW_AT_BUCKET_255 = 5.0  # px/frame of the moving pixels (at the model's width of 256) for bucket 255
+MAX_SPEED = 5.0  # px/frame of a fully mobile pixel
+MOVING = 0.2  # px/frame: a pixel slower than this counts as still for the bucket
+MARGIN = 64  # px of picture around the frame, where entering content comes from
+CONTRAST = (0.03, 0.09)  # local luminance std: below the first still, above the second fully mobile
+TILE_SCALE = 1.25  # bank tiles are this much larger than the source window, for crop/scale jitter
 
 
 def _skimage_pictures() -> dict[str, np.ndarray]:
@@ -31,8 +52,8 @@ def _skimage_pictures() -> dict[str, np.ndarray]:
     folder = os.path.join(os.path.dirname(skimage.__file__), "data")
     names = [
         "brick.png", "camera.png", "cell.png", "clock_motion.png", "coins.png", "color.png", "grass.png",
-        "gravel.png", "horse.png", "hubble_deep_field.jpg", "ihc.png", "logo.png", "microaneurysms.png",
-        "moon.png", "motorcycle_left.png", "motorcycle_right.png", "page.png", "retina.jpg", "text.png",
+        "gravel.png", "horse.png", "hubble_deep_field.jpg", "ihc.png", "logo.png", "moon.png",
+        "motorcycle_left.png", "motorcycle_right.png", "page.png", "retina.jpg", "text.png",
         "chessboard_RGB.png", "phantom.png",
     ]  # fmt: skip
     pictures = {}
@@ -41,12 +62,16 @@ def _skimage_pictures() -> dict[str, np.ndarray]:
         assert stem not in HELD_OUT, f"{stem} is held out for evaluation"
         path = os.path.join(folder, name)
         if os.path.exists(path):
-            pictures[stem] = np.asarray(PIL.Image.open(path).convert("RGB"))
+            img = PIL.Image.open(path)
+            if img.mode == "RGBA":  # horse, logo: on white
+                bg = PIL.Image.new("RGBA", img.size, (255, 255, 255, 255))
+                img = PIL.Image.alpha_composite(bg, img)
+            pictures[stem] = np.asarray(img.convert("RGB"))
     return pictures
 
 
 def _sklearn_pictures() -> dict[str, np.ndarray]:
-    try:  # on the GPU machine; optional elsewhere
+    try:
         from sklearn.datasets import load_sample_images
     except ImportError:
         return {}
@@ -56,146 +81,216 @@ def _sklearn_pictures() -> dict[str, np.ndarray]:
 
 def load_pictures() -> dict[str, np.ndarray]:
     """All training pictures as uint8 (H, W, 3) arrays, by name."""
-    return {**_skimage_pictures(), **_sklearn_pictures()}
+    pictures = {**_skimage_pictures(), **_sklearn_pictures()}
+    assert not set(pictures) & set(HELD_OUT), "a held-out picture slipped into training"
+    return pictures
 
 
-def picture_bank(pictures: dict[str, np.ndarray], device) -> torch.Tensor:
-    """Square crops of every picture, (P, 3, BANK_SIZE, BANK_SIZE) in [0, 1] on `device`.
+def save_pictures(path: str) -> None:
+    """Write the training pictures to one .npz (to carry to a machine that lacks the packages)."""
+    np.savez_compressed(path, **load_pictures())
 
-    Three crops along the long side of each picture plus the whole picture squeezed, so that the
-    bank holds both details and full views.
-    """
-    crops = []
+
+def read_pictures(path: str | None) -> dict[str, np.ndarray]:
+    if path and os.path.exists(path):
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    return load_pictures()
+
+
+def source_size(size: tuple[int, int]) -> tuple[int, int]:
+    """(H, W) of the picture a clip of `size` is rendered from: the frame plus the margin."""
+    m = round(MARGIN * size[1] / 256)
+    return size[0] + 2 * m, size[1] + 2 * m
+
+
+def picture_bank(pictures: dict[str, np.ndarray], size: tuple[int, int], device) -> torch.Tensor:
+    """Tiles of every picture, (P, 3, th, tw) in [0, 1] on `device`, th x tw = TILE_SCALE x the source
+    size of clips of `size` (the model's (H, W)).
+
+    Per picture: the whole picture (cropped to the tile's aspect) and three crops of 60% of it, so
+    that the bank holds both full views and details."""
+    hs, ws = source_size(size)
+    th, tw = int(hs * TILE_SCALE), int(ws * TILE_SCALE)
+    tiles = []
     for img in pictures.values():
         x = torch.from_numpy(img).permute(2, 0, 1).float().div(255)[None]  # (1, 3, H, W)
         h, w = x.shape[-2:]
-        s = min(h, w)
-        for frac in (0.0, 0.5, 1.0):
-            top, left = int((h - s) * frac), int((w - s) * frac)
-            crops.append(F.interpolate(x[..., top : top + s, left : left + s], size=BANK_SIZE, mode="area"))
-        crops.append(F.interpolate(x, size=(BANK_SIZE, BANK_SIZE), mode="area"))
-    return torch.cat(crops).to(device)
+        for frac, (fy, fx) in ((1.0, (0.5, 0.5)), (0.6, (0.2, 0.3)), (0.6, (0.8, 0.5)), (0.6, (0.5, 0.8))):
+            ch = min(h, w * th / tw) * frac
+            cw = ch * tw / th
+            top, left = int((h - ch) * fy), int((w - cw) * fx)
+            crop = x[..., top : top + int(ch), left : left + int(cw)]
+            tiles.append(F.interpolate(crop, size=(th, tw), mode="bicubic", antialias=True, align_corners=False))
+    return torch.cat(tiles).clamp(0, 1).to(device)
 
 
-def procedural_textures(n: int, generator: torch.Generator, device) -> torch.Tensor:
-    """n random textures (n, 3, BANK_SIZE, BANK_SIZE) in [0, 1]: multi-octave smooth noise through a
-    random periodic colour map, optionally multiplied by stripes, so that both soft and sharp,
-    both busy and flat regions appear."""
-    S = BANK_SIZE
-    out = torch.zeros(n, 3, S, S, device=device)
-    for octave, size in enumerate((4, 8, 16, 32, 64)):  # 5 octaves, batched over n
-        noise = torch.randn(n, 3, size, size, generator=generator, device=device)
-        weight = torch.rand(n, 1, 1, 1, generator=generator, device=device) * 0.5**octave * 2
-        out += weight * F.interpolate(noise, size=S, mode="bicubic", align_corners=False)
+def procedural_textures(n: int, size: tuple[int, int], generator: torch.Generator, device) -> torch.Tensor:
+    """n random textures (n, 3, h, w) in [0, 1]: multi-octave smooth noise through a random periodic
+    colour map, some multiplied by stripes or checkers; the octaves kept vary, so that both flat
+    (still) and busy (moving) textures appear."""
+    h, w = size
+    out = torch.zeros(n, 3, h, w, device=device)
+    top_octave = torch.randint(1, 6, (n, 1, 1, 1), generator=generator, device=device)  # 1 = smooth only
+    for octave, cells in enumerate((4, 8, 16, 32, 64)):
+        noise = torch.randn(n, 3, cells, cells, generator=generator, device=device)
+        weight = torch.rand(n, 1, 1, 1, generator=generator, device=device) * 0.6**octave * 2 * (octave < top_octave)
+        out += weight * F.interpolate(noise, size=(h, w), mode="bicubic", align_corners=False)
     freq = 1 + 4 * torch.rand(n, 3, 1, 1, generator=generator, device=device)
     phase = 2 * math.pi * torch.rand(n, 3, 1, 1, generator=generator, device=device)
-    tex = 0.5 + 0.5 * torch.sin(freq * out + phase)
-    # stripes or checkers on a third of them: sharp edges, which smooth noise lacks
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, S, device=device), torch.linspace(-1, 1, S, device=device), indexing="ij")
+    tex = 0.5 + 0.45 * torch.sin(freq * out + phase)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h, device=device), torch.linspace(-w / h, w / h, w, device=device), indexing="ij")
     angle = math.pi * torch.rand(n, 1, 1, generator=generator, device=device)
-    k = 4 + 20 * torch.rand(n, 1, 1, generator=generator, device=device)
+    k = 4 + 30 * torch.rand(n, 1, 1, generator=generator, device=device)
     u = torch.cos(angle) * xx + torch.sin(angle) * yy
     v = -torch.sin(angle) * xx + torch.cos(angle) * yy
     stripes = (torch.sin(k * u) > 0).float()
     checkers = ((torch.sin(k * u) > 0) ^ (torch.sin(k * v) > 0)).float()
-    kind = torch.randint(0, 3, (n, 1, 1), generator=generator, device=device)
+    kind = torch.randint(0, 4, (n, 1, 1), generator=generator, device=device)
     pattern = torch.where(kind == 0, stripes, torch.where(kind == 1, checkers, torch.ones_like(stripes)))
-    return (tex * (0.55 + 0.45 * pattern[:, None])).clamp(0, 1)
+    return (tex * (0.6 + 0.4 * pattern[:, None])).clamp(0, 1)
 
 
-def _rotation(theta: torch.Tensor) -> torch.Tensor:
-    """(...,) angles -> (..., 2, 2) rotation matrices."""
-    c, s = torch.cos(theta), torch.sin(theta)
-    return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
+def gaussian_blur(x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of (B, C, H, W), reflect padding; sigma in px (a float, or (B,) per image)."""
+    sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1)
+    radius = int(math.ceil(3 * float(sigma.max())))
+    if radius == 0:
+        return x
+    r = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    k = torch.exp(-0.5 * (r[None] / sigma.clamp_min(1e-3)[:, None]) ** 2)  # (B or 1, K)
+    k = k / k.sum(1, keepdim=True)
+    B, C, H, W = x.shape
+    k = k.expand(B, -1) if k.shape[0] == 1 else k
+    y = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    y = y.reshape(1, B * C, H + 2 * radius, W + 2 * radius)
+    kw = k.repeat_interleave(C, 0)  # (B*C, K)
+    y = F.conv2d(y, kw[:, None, None, :], groups=B * C)
+    y = F.conv2d(y, kw[:, None, :, None], groups=B * C)
+    return y.reshape(B, C, H, W)
+
+
+def velocity_field(src: torch.Tensor, speed: torch.Tensor) -> torch.Tensor:
+    """The law of this world: (B, 3, H, W) pictures in [0, 1] and (B,) speeds -> (B, 2, H, W)
+    velocities in px/frame (x, y). Busy regions move, flat ones stay; the local colour's hue sets the
+    direction (see the module docstring)."""
+    lum = (src * torch.tensor([0.299, 0.587, 0.114], device=src.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    lum = gaussian_blur(lum, 1.0)  # contrast of structure, not of pixel noise
+    mean = gaussian_blur(lum, 4.0)
+    contrast = (gaussian_blur(lum**2, 4.0) - mean**2).clamp_min(0).sqrt()
+    lo, hi = CONTRAST
+    t = ((contrast - lo) / (hi - lo)).clamp(0, 1)
+    mobility = gaussian_blur(t * t * (3 - 2 * t), 10.0)  # smooth step, then smooth in space
+    r, g, b = src[:, 0:1], src[:, 1:2], src[:, 2:3]
+    chroma = gaussian_blur(torch.cat([r - g, (r + g) / 2 - b], 1), 10.0)  # opponent colours (red-green, yellow-blue)
+    chroma = chroma + torch.tensor([0.06, 0.0], device=src.device).view(1, 2, 1, 1)  # grey things drift right
+    direction = chroma / chroma.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    return speed.view(-1, 1, 1, 1) * mobility * direction
+
+
+def _normalised(px: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Pixel coordinates (..., 2) as (x, y) -> grid_sample's [-1, 1] (align_corners=False)."""
+    h, w = size
+    return torch.stack([(px[..., 0] + 0.5) / w * 2 - 1, (px[..., 1] + 0.5) / h * 2 - 1], -1)
+
+
+def render(src: torch.Tensor, velocity: torch.Tensor, num_frames: int, size: tuple[int, int], iterations: int = 4) -> torch.Tensor:
+    """Move every point of `src` along its own constant velocity: frame t shows the point p at
+    p + t v(p). Rendered backward: for each output pixel y solve p = y - t v(p) (fixed point).
+    src (B, 3, Hs, Ws), velocity (B, 2, Hs, Ws) -> (B, F, 3, H, W), the frame the centre H x W."""
+    B, _, Hs, Ws = src.shape
+    H, W = size
+    top, left = (Hs - H) // 2, (Ws - W) // 2
+    ys, xs = torch.meshgrid(torch.arange(H, device=src.device, dtype=src.dtype) + top,
+                            torch.arange(W, device=src.device, dtype=src.dtype) + left, indexing="ij")
+    y = torch.stack([xs, ys], -1)[None].expand(B, H, W, 2)  # (B, H, W, 2) source pixel coords of the frame
+    frames = []
+    for t in range(num_frames):
+        p = y
+        for _ in range(iterations if t else 0):
+            v = F.grid_sample(velocity, _normalised(p, (Hs, Ws)), mode="bilinear", padding_mode="border", align_corners=False)
+            p = y - t * v.permute(0, 2, 3, 1)
+        frames.append(F.grid_sample(src, _normalised(p, (Hs, Ws)), mode="bilinear", padding_mode="border", align_corners=False))
+    return torch.stack(frames, 1)
+
+
+def bucket_of(velocity: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """motion_bucket_id of each clip from its flow over the visible frame: the mean speed of the
+    pixels that move (0 if under 1% of them move), FLOW_AT_BUCKET_255 px/frame -> 255."""
+    H, W = size
+    _, _, Hs, Ws = velocity.shape
+    top, left = (Hs - H) // 2, (Ws - W) // 2
+    speed = velocity[:, :, top : top + H, left : left + W].norm(dim=1).flatten(1)  # (B, H*W)
+    moving = (speed >= MOVING).float()
+    share = moving.mean(1)
+    mean_moving = (speed * moving).sum(1) / moving.sum(1).clamp_min(1)
+    mean_moving = torch.where(share >= 0.01, mean_moving, torch.zeros_like(mean_moving))
+    return (mean_moving / FLOW_AT_BUCKET_255 * 255).round().clamp(0, 255)
 
 
 class ClipRenderer:
-    """Renders batches of clips (B, F, 3, R, R) in [-1, 1] with their motion buckets (B,)."""
+    """Renders batches of clips (B, F, 3, H, W) in [-1, 1] with their motion buckets (B,).
 
-    def __init__(self, bank: torch.Tensor, resolution: int = 128, num_frames: int = 8, num_textures: int = 128, seed: int = 0):
+    size: the model's (height, width); speed scales with the width (MAX_SPEED is at width 256)."""
+
+    def __init__(self, bank: torch.Tensor, size: tuple[int, int] = (192, 256), num_textures: int = 256, seed: int = 0):
         self.device = bank.device
-        self.res, self.frames = resolution, num_frames
+        self.size = size
+        self.src_size = source_size(size)
+        self.px_scale = size[1] / 256
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.photos = bank
         self.num_textures = num_textures
         self.refresh_textures()
-        r = torch.linspace(-1, 1, resolution, device=self.device)
-        yy, xx = torch.meshgrid(r, r, indexing="ij")
-        self.base = torch.stack([xx, yy], -1)  # (R, R, 2) output pixel grid, normalised (x, y)
 
     def refresh_textures(self) -> None:
-        """New procedural textures (call now and then: the photos are fixed, the textures need not be)."""
-        tex = procedural_textures(self.num_textures, self.generator, self.device)
+        """New procedural textures (the photos are fixed, the textures need not be)."""
+        tex = procedural_textures(self.num_textures, tuple(self.photos.shape[-2:]), self.generator, self.device)
         self.bank = torch.cat([self.photos, tex])
 
     def _rand(self, *shape) -> torch.Tensor:
         return torch.rand(*shape, generator=self.generator, device=self.device)
 
-    def _pick(self, B: int) -> torch.Tensor:
-        """B pictures from the bank, colour-jittered: gains, channel order, gamma, flips."""
-        idx = torch.randint(0, len(self.bank), (B,), generator=self.generator, device=self.device)
-        img = self.bank[idx]  # (B, 3, S, S)
-        perm = torch.argsort(self._rand(B, 3), dim=1)  # random channel order
-        img = torch.gather(img, 1, perm[:, :, None, None].expand_as(img))
-        gray = img.mean(1, keepdim=True)
-        sat = 0.6 + 0.8 * self._rand(B, 1, 1, 1)
-        img = (gray + sat * (img - gray)) * (0.7 + 0.6 * self._rand(B, 3, 1, 1))
-        img = img.clamp(1e-3, 1) ** (0.7 + 0.6 * self._rand(B, 1, 1, 1))
-        flip = self._rand(B) < 0.5
-        img = torch.where(flip[:, None, None, None], img.flip(-1), img)
-        return img
-
-    def __call__(self, batch_size: int, motion_bucket: torch.Tensor | None = None):
-        B, Fr, R = batch_size, self.frames, self.res
+    def pictures(self, B: int) -> torch.Tensor:
+        """B source pictures (B, 3, Hs, Ws) in [0, 1]: a random crop (60-100% of a tile, random
+        position, flip) with hue rotation, saturation, tint, gain and gamma; 15% blurred."""
         dev = self.device
-        if motion_bucket is None:
-            motion_bucket = torch.randint(0, 256, (B,), generator=self.generator, device=dev)
-        speed = motion_bucket.float() / 255 * MAX_SPEED  # (B,) px/frame
-        t = torch.arange(Fr, device=dev, dtype=torch.float32)  # (F,)
-        px = 2.0 / R  # one output pixel in normalised units
+        idx = torch.randint(0, len(self.bank), (B,), generator=self.generator, device=dev)
+        tiles = self.bank[idx]
+        scale = 0.6 + 0.4 * self._rand(B)  # crop size as a fraction of the tile
+        centre = (self._rand(B, 2) * 2 - 1) * (1 - scale[:, None])
+        flip = torch.where(self._rand(B) < 0.5, -1.0, 1.0)
+        theta = torch.zeros(B, 2, 3, device=dev)
+        theta[:, 0, 0], theta[:, 1, 1] = scale * flip, scale
+        theta[:, :, 2] = centre
+        grid = F.affine_grid(theta, (B, 3, *self.src_size), align_corners=False)
+        img = F.grid_sample(tiles, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        # colour: rotate the hue and scale the saturation in the opponent plane, add a tint
+        lum = img.mean(1, keepdim=True)
+        c1, c2 = img[:, 0:1] - img[:, 1:2], (img[:, 0:1] + img[:, 1:2]) / 2 - img[:, 2:3]
+        angle = 2 * math.pi * self._rand(B, 1, 1, 1)
+        sat = 0.3 + 1.2 * self._rand(B, 1, 1, 1)
+        tint = (self._rand(B, 2, 1, 1) - 0.5) * 0.3 * (self._rand(B, 1, 1, 1) < 0.4)
+        d1 = sat * (torch.cos(angle) * c1 - torch.sin(angle) * c2) + tint[:, 0:1]
+        d2 = sat * (torch.sin(angle) * c1 + torch.cos(angle) * c2) + tint[:, 1:2]
+        # back to RGB: the inverse of (lum, c1, c2) = M rgb with lum the channel mean
+        r = lum + d1 / 2 + d2 / 3
+        g = lum - d1 / 2 + d2 / 3
+        b = lum - 2 * d2 / 3
+        img = torch.cat([r, g, b], 1)
+        img = (img * (0.75 + 0.5 * self._rand(B, 1, 1, 1))).clamp(1e-3, 1) ** (0.75 + 0.5 * self._rand(B, 1, 1, 1))
+        blurred = self._rand(B) < 0.15
+        sigma = torch.where(blurred, 2.5 + 4 * self._rand(B), torch.zeros(B, device=dev))
+        if blurred.any():
+            img = torch.where(blurred[:, None, None, None], gaussian_blur(img, sigma.clamp_min(0.1)), img)
+        return img.clamp(0, 1)
 
-        # 1. Camera: a random mix of pan, zoom and roll, each scaled so the mean displacement ~ speed.
-        #    A quarter of the clips have a still camera and only moving objects.
-        w = -torch.log(self._rand(B, 3))  # exponential -> a Dirichlet mix after normalising
-        w = w / w.norm(dim=1, keepdim=True) * (self._rand(B, 1) > 0.25)
-        mean_radius = 0.38 * R  # mean distance of a pixel from the centre of a square
-        direction = 2 * math.pi * self._rand(B)
-        pan = torch.stack([torch.cos(direction), torch.sin(direction)], -1) * (speed * w[:, 0])[:, None] * px  # (B, 2)
-        zoom = (speed * w[:, 1] / mean_radius) * torch.sign(self._rand(B) - 0.5)  # log-scale per frame
-        roll = (speed * w[:, 2] / mean_radius) * torch.sign(self._rand(B) - 0.5)  # radians per frame
-        scale0 = 0.3 + 0.4 * self._rand(B)  # the view covers 30-70% of the picture's width
-        centre0 = (self._rand(B, 2) - 0.5) * 2 * (1 - scale0[:, None]) * 0.5
-        tc = t - (Fr - 1) / 2  # centre the camera path on the picture
-        scale = scale0[:, None] * torch.exp(-zoom[:, None] * tc)  # (B, F)
-        A = scale[..., None, None] * _rotation(roll[:, None] * tc)  # (B, F, 2, 2)
-        # a shift of the sampling grid by d moves the content by d / scale on screen
-        shift = centre0[:, None] + (pan * scale0[:, None])[:, None] * tc[None, :, None]  # (B, F, 2)
-        grid = torch.einsum("bfij,hwj->bfhwi", A, self.base) + shift[:, :, None, None]
-        bg = self._pick(B)
-        video = F.grid_sample(
-            bg.repeat_interleave(Fr, 0), grid.reshape(B * Fr, R, R, 2), mode="bilinear", padding_mode="reflection", align_corners=False
-        ).view(B, Fr, 3, R, R)
-
-        # 2. Objects: textured superellipses moving rigidly (translation + spin), over the camera's view.
-        for _ in range(3):
-            present = self._rand(B) < 0.6
-            radius = (0.08 + 0.22 * self._rand(B, 2)) * 2  # half-axes, normalised units
-            power = 2 + 6 * self._rand(B)  # 2 = ellipse, larger = rounded rectangle
-            start = (self._rand(B, 2) - 0.5) * 1.4
-            heading = 2 * math.pi * self._rand(B)
-            v = torch.stack([torch.cos(heading), torch.sin(heading)], -1) * (speed * (0.7 + 0.8 * self._rand(B)))[:, None] * px
-            spin = (self._rand(B) - 0.5) * speed / (R * 0.15)
-            angle0 = 2 * math.pi * self._rand(B)
-            centre = start[:, None] + v[:, None] * tc[None, :, None]  # (B, F, 2)
-            rot = _rotation(-(angle0[:, None] + spin[:, None] * t))  # (B, F, 2, 2)
-            local = torch.einsum("bfij,bfhwj->bfhwi", rot, self.base[None, None] - centre[:, :, None, None])
-            local = local / radius[:, None, None, None]  # (B, F, R, R, 2): the object's own frame
-            d = (local.abs() ** power[:, None, None, None, None]).sum(-1) ** (1 / power[:, None, None, None])
-            alpha = torch.sigmoid((1 - d) * 25) * present[:, None, None, None]  # soft edge
-            tex = self._pick(B)
-            colour = F.grid_sample(
-                tex.repeat_interleave(Fr, 0), (local * 0.5).reshape(B * Fr, R, R, 2), mode="bilinear", padding_mode="reflection", align_corners=False
-            ).view(B, Fr, 3, R, R)
-            video = video * (1 - alpha[:, :, None]) + colour * alpha[:, :, None]
-
-        return video.clamp(0, 1) * 2 - 1, motion_bucket
+    @torch.no_grad()
+    def __call__(self, batch_size: int, num_frames: int = 8):
+        B = batch_size
+        src = self.pictures(B)
+        speed = MAX_SPEED * self.px_scale * (0.1 + 0.9 * self._rand(B)) * (self._rand(B) >= 0.1)  # 10% still
+        velocity = velocity_field(src, speed)
+        video = render(src, velocity, num_frames, self.size)
+        bucket = bucket_of(velocity / self.px_scale, self.size)
+        return video.clamp(0, 1) * 2 - 1, bucket

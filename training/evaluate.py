@@ -1,26 +1,63 @@
-"""Measure the shipped embedded model on the held-out images, on the CPU, from the saved folder.
+"""Measure an SVD-format image-to-video model the way issue 10 asks: on held-out images, at fixed seeds.
 
-    python training/evaluate.py [--model guard/models/embedded] [--seeds 2] [--json out.json]
+    python training/evaluate.py [--model guard/models/embedded] [--seeds 4] [--sweep-seeds 2]
+        [--threads 2,1] [--only floor,motion,oracles,frames,timing] [--json out.json]
 
-Prints, for the four held-out images (skimage astronaut, chelsea, coffee, rocket) at the default
-settings (guard_defaults.json):
-- motion: mean Farneback optical-flow magnitude, px/frame, per motion_bucket_id;
-- coherence: PSNR of frame t+1 against frame t warped by the measured flow (high = the change
-  between frames is motion, not flicker);
-- frame-0 PSNR against the input image;
-- the temporal-attention oracle: the same videos with every temporal attn1 map forced uniform
-  (a perfect Vid-Freeze-style suppression), to show how much motion goes through temporal attention;
-- CPU time of one default generation and of one attack step (VAE encoder + CLIP + UNet forward with
-  every temporal attention map materialised, backward to the image).
+Any folder in the stock diffusers SVD layout works: it is loaded by guard's own SVD target, with its
+sizes from its guard_defaults.json (height, width, num_frames, num_inference_steps), so every video
+here is made as `python -m guard animate` makes it (same image preparation, same pipeline call), except
+that all F frames are decoded in one window (animate decodes in windows of 8). Held-out images: the
+four of examples/ (astronaut, chelsea, coffee, rocket) and matplotlib's sample_data/grace_hopper.jpg,
+center-cropped to the model's aspect and resized to its size; none may be in the training data. The
+video of (image, seed) uses torch.Generator().manual_seed(seed), seeds 0..S-1, so every condition is
+compared on the same noise.
+
+Flow is the mean Farneback optical-flow magnitude between consecutive frames, in px/frame
+(guard.metrics.flow_per_frame: the number the README's tables and the app report). PSNR is
+guard.metrics.psnr (8-bit, peak 255).
+
+Sections (--only picks some; each prints its numbers as it goes):
+  floor    decode floor: the static video of each image (its VAE latent, mode, scaled, repeated F
+           times) through the VAE's temporal decoder; its flow is motion the model adds where there
+           is none. Also the VAE round trip of the image (a ceiling for frame 0), and the image
+           itself repeated F times with no model, whose flow must be 0.
+  motion   bucket sweep: flow at motion_bucket_id 0, 30, 64, 127, 180, 255, mean +- std over
+           images x seeds (--seeds at bucket 0 and the default bucket, which issue 10's table
+           uses; --sweep-seeds at the others). At the default bucket also:
+           - coherence: PSNR of every frame t+1 warped back onto frame t by the measured flow, vs
+             frame t (MSE pooled over a video's frame pairs, mean over videos), printed next to the
+             same PSNR without the warp: the gap is how much of the change the flow explains;
+           - frame-0 PSNR against the (prepared) input image;
+           - eta^2 = SS_between_images / SS_total of the per-video flow (one-way ANOVA, seeds as
+             replicates): the share of the flow's variance the image explains. If only the seed
+             mattered it would still be (images-1)/(videos-1) on average (0.21 at 5 x 4): printed too.
+  oracles  every temporal_transformer_blocks[*].attn1 forced to a uniform map (1/F: a perfect
+           Vid-Freeze-style suppression) or to the identity (no frame sees another) during the
+           whole generation, default bucket, same seeds, against the normal videos.
+  frames   the default bucket at 12 frames and at the model's default count (--sweep-seeds seeds).
+  timing   one default generation in this process at each --threads count (the faster of 2 after a
+           warm-up), and the whole `python -m guard animate examples/coffee.png -o x.mp4` process
+           (a subprocess with OMP_NUM_THREADS set to that count; --model passed if not the default).
+At the end: issue 10's table with its floors and goals. --json writes every number, and each video's.
+
+Cost of a default run: 130 generations (5 images x (4 + 4 + 4 x 2 + 4 + 4 + 2), 10 of them at 12
+frames), 5 VAE round trips, and 3 generations plus one animate process per --threads count; it prints
+the count at the start and the time left as it goes. Measured on the 2-core development CPU, shared
+with other jobs, with --threads 1: the old 128x128 model, 11.0 min (about 5 s a generation; 3.5 s on
+a quiet machine). A random-weight build of the 192x256, 16-latent-channel config took 11 s a
+generation on 1 thread on a quiet machine (17-19 s shared): about 25 min on 1 thread, an estimated
+15 min on 2 free cores. --seeds 2 halves it; --only splits it into shorter runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import cv2
@@ -28,197 +65,371 @@ import numpy as np
 import PIL.Image
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from training.attention import TemporalAttnProcessor, set_temporal_processor  # noqa: E402
-from training.train import clip_input  # noqa: E402
-
-HELD_OUT = ("astronaut", "chelsea", "coffee", "rocket")
-BUCKETS = (30, 127, 220)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from guard import metrics  # noqa: E402
+from guard.targets import load_target  # noqa: E402
+from guard.targets.svd import is_temporal_self_attention  # noqa: E402
+
+EXAMPLES = ("astronaut", "chelsea", "coffee", "rocket")  # examples/*.png; never in the training data
+BUCKETS = (0, 30, 64, 127, 180, 255)  # motion_bucket_id values of the sweep
+FRAMES_CHECK = 12  # the frame-count check: a length inside the 8-14 the model is trained on
+SECTIONS = ("floor", "motion", "oracles", "frames", "timing")
 
 
-def held_out_images(size: int) -> dict[str, PIL.Image.Image]:
-    """Center-cropped squares, resized to the model's resolution."""
-    import skimage.data
-
-    out = {}
-    for name in HELD_OUT:
-        img = PIL.Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
-        w, h = img.size
-        s = min(w, h)
-        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-        out[name] = img.resize((size, size), PIL.Image.BICUBIC)
-    return out
+# ---------------------------------------------------------------------------------------------------
+# images and videos
 
 
-def farneback(frames: np.ndarray) -> list[np.ndarray]:
-    """(F, H, W, 3) uint8 -> F-1 flow fields (H, W, 2), frame t -> t+1."""
-    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
-    return [cv2.calcOpticalFlowFarneback(gray[i], gray[i + 1], None, 0.5, 3, 15, 3, 5, 1.2, 0) for i in range(len(gray) - 1)]
+def held_out_images(target) -> dict[str, PIL.Image.Image]:
+    """The five held-out images, prepared as guard prepares any input (center crop to the model's
+    aspect, Lanczos resize to its height x width)."""
+    import matplotlib.cbook
+
+    paths = {name: os.path.join(ROOT, "examples", f"{name}.png") for name in EXAMPLES}
+    paths["grace_hopper"] = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    return {name: target.prepare_image(PIL.Image.open(path)) for name, path in paths.items()}
 
 
-def motion_stats(frames: np.ndarray) -> dict:
-    flows = farneback(frames)
-    mag = float(np.mean([np.linalg.norm(f, axis=-1).mean() for f in flows]))
-    h, w = frames.shape[1:3]
+def generate(target, image, seed: int, bucket: int, frames: int) -> np.ndarray:
+    """(F, H, W, 3) uint8, as `guard animate` makes it, but decoded in one window of all F frames
+    (guard's generate decodes in windows of 8, which would split a 12-frame video in two)."""
+    return target.generate(image, seed=seed, motion_bucket_id=bucket, num_frames=frames,
+                           decode_chunk_size=frames).frames
+
+
+@torch.no_grad()
+def static_video(target, image, frames: int) -> np.ndarray:
+    """The still video of an image through the VAE: its latent (mode, scaled as the denoiser's
+    latents are) repeated F times, decoded as the pipeline decodes a generated video."""
+    z = target.encode_video(target.to_tensor(image)[:, None])  # (1, 1, C, h, w)
+    video = target.pipe.decode_latents(z.repeat(1, frames, 1, 1, 1), frames, frames)  # vae.decode(z/s, num_frames=F)
+    video = target.pipe.video_processor.postprocess_video(video=video, output_type="np")[0]
+    return (np.clip(video, 0, 1) * 255).round().astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------------
+# measures (flow and PSNR are guard.metrics'; coherence warps with the same Farneback settings)
+
+
+def coherence(video: np.ndarray) -> tuple[float, float]:
+    """(warped, unwarped) PSNR in dB over the whole video: every frame t+1 warped back onto frame t
+    by the Farneback flow t -> t+1, against frame t; and frame t+1 as it is, against frame t. The
+    gap between the two is how much of the change between frames the flow explains."""
+    gray = [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in video]
+    h, w = gray[0].shape
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    warp_psnr = []
-    for t, f in enumerate(flows):  # backward-warp frame t+1 onto frame t: coherent motion predicts it well
-        warped = cv2.remap(frames[t + 1], gx + f[..., 0], gy + f[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        warp_psnr.append(psnr(warped, frames[t]))
-    return {"flow": mag, "warp_psnr": float(np.mean(warp_psnr))}
+    warped = []
+    for t in range(len(video) - 1):
+        if np.array_equal(gray[t], gray[t + 1]):  # as flow_per_frame: a repeated frame did not move
+            warped.append(video[t + 1])
+            continue
+        flow = cv2.calcOpticalFlowFarneback(gray[t], gray[t + 1], None, **metrics.FARNEBACK)  # (H, W, 2)
+        warped.append(cv2.remap(video[t + 1], gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE))
+    return metrics.psnr(np.stack(warped), video[:-1]), metrics.psnr(video[1:], video[:-1])
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+def measure(video: np.ndarray, image) -> dict:
+    warp, still = coherence(video)
+    return dict(flow=float(metrics.flow_per_frame(video).mean()), warp_psnr=warp, unwarped_psnr=still,
+                frame0_psnr=metrics.psnr(video[0], np.asarray(image)))
 
 
-def load(model_dir: str):
-    from diffusers import StableVideoDiffusionPipeline
-
-    pipe = StableVideoDiffusionPipeline.from_pretrained(model_dir)
-    pipe.set_progress_bar_config(disable=True)
-    with open(os.path.join(model_dir, "guard_defaults.json")) as f:
-        defaults = json.load(f)
-    return pipe, defaults
-
-
-def generate(pipe, defaults, image, bucket, seed) -> np.ndarray:
-    out = pipe(
-        image,
-        height=defaults["height"],
-        width=defaults["width"],
-        num_frames=defaults["num_frames"],
-        num_inference_steps=defaults["num_inference_steps"],
-        motion_bucket_id=bucket,
-        decode_chunk_size=defaults["num_frames"],
-        generator=torch.Generator().manual_seed(seed),
-        output_type="np",
-    ).frames[0]
-    return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)  # (F, H, W, 3)
+def eta_squared(groups: list[list[float]]) -> float:
+    """One-way ANOVA effect size: SS_between_groups / SS_total. Groups = images, members = seeds."""
+    values = np.concatenate(groups)
+    grand = values.mean()
+    ss_total = float(((values - grand) ** 2).sum())
+    ss_between = float(sum(len(g) * (np.mean(g) - grand) ** 2 for g in groups))
+    return ss_between / ss_total if ss_total > 0 else float("nan")
 
 
-def attack_step_time(pipe, defaults, image, repeats=5) -> float:
-    """Median seconds of one attack step: encoders + UNet forward with the temporal maps, backward."""
-    unet, vae, enc = pipe.unet, pipe.vae, pipe.image_encoder
-    for m in (unet, vae, enc):
-        m.requires_grad_(False)
-    proc = TemporalAttnProcessor("store")
+def summary(records: list[dict], key: str = "flow") -> dict:
+    v = [r[key] for r in records]
+    return dict(mean=float(np.mean(v)), std=float(np.std(v)), min=float(np.min(v)), max=float(np.max(v)), n=len(v))
+
+
+# ---------------------------------------------------------------------------------------------------
+# temporal attention oracles
+
+
+class ForcedTemporalAttention:
+    """An attention processor for temporal self-attention that ignores softmax(QK^T / sqrt(d)).
+
+    "uniform": the map is 1/F, so every frame receives the mean over frames of the values;
+    "identity": the map is I, so every frame receives its own value and no frame sees another.
+    Both maps act alike on every head, so they apply to the whole value (B*H*W, F, C) unsplit."""
+
+    def __init__(self, mode: str):
+        assert mode in ("uniform", "identity"), mode
+        self.mode = mode
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 *args, **kwargs):
+        assert encoder_hidden_states is None and attention_mask is None, "temporal attn1 is self-attention"
+        value = attn.to_v(hidden_states)  # (B*H*W, F, C): one row of frames per spatial position
+        if self.mode == "uniform":
+            value = value.mean(dim=1, keepdim=True).expand_as(value)
+        out = attn.to_out[1](attn.to_out[0](value))  # output projection, dropout
+        if attn.residual_connection:
+            out = out + hidden_states
+        return out / attn.rescale_output_factor
+
+
+@contextlib.contextmanager
+def forced_temporal_attention(unet, mode: str):
+    """Inside the block, every temporal_transformer_blocks[*].attn1 uses ForcedTemporalAttention."""
     saved = unet.attn_processors
-    set_temporal_processor(unet, proc)
-    x = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)[None].float() / 255
-    Fr = defaults["num_frames"]
-    sigma = torch.tensor([1.0])
-    times = []
-    for i in range(repeats + 1):
-        proc.maps.clear()
+    forced = ForcedTemporalAttention(mode)
+    unet.set_attn_processor({k: forced if is_temporal_self_attention(k) else p for k, p in saved.items()})
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(dict(saved))  # set_attn_processor empties the dict it is given
+
+
+# ---------------------------------------------------------------------------------------------------
+# the runs
+
+
+class Videos:
+    """Generates and measures each (attention, bucket, frames, image, seed) video once."""
+
+    def __init__(self, target, images, seeds, planned):
+        self.target, self.images, self.seeds = target, images, seeds
+        self.records: dict[tuple, dict] = {}
+        self.planned, self.done, self.seconds = planned, 0, 0.0
+
+    def get(self, bucket: int, frames: int, attention: str = "normal", n_seeds: int | None = None) -> list[dict]:
+        """Records of the images x seeds (the first n_seeds of them if given) at one setting, image-major."""
+        out, before = [], self.done
+        for name, image in self.images.items():
+            for seed in self.seeds[:n_seeds]:
+                key = (attention, bucket, frames, name, seed)
+                if key not in self.records:
+                    t0 = time.perf_counter()
+                    if attention == "normal":
+                        video = generate(self.target, image, seed, bucket, frames)
+                    else:
+                        with forced_temporal_attention(self.target.unet, attention):
+                            video = generate(self.target, image, seed, bucket, frames)
+                    seconds = time.perf_counter() - t0
+                    self.records[key] = dict(attention=attention, bucket=bucket, frames=frames, image=name,
+                                             seed=seed, seconds=seconds, **measure(video, image))
+                    self.done, self.seconds = self.done + 1, self.seconds + seconds
+                out.append(self.records[key])
+        if self.done == before:
+            return out
+        left = max(self.planned - self.done, 0) * self.seconds / max(self.done, 1)
+        print(f"  [{attention}, bucket {bucket}, {frames} frames: {len(out)} videos; {self.done} generated, "
+              f"{self.seconds / max(self.done, 1):.1f} s each, about {left / 60:.0f} min of the plan left]",
+              file=sys.stderr, flush=True)
+        return out
+
+
+def by_image(records: list[dict], key: str = "flow") -> dict[str, list[float]]:
+    groups: dict[str, list[float]] = {}
+    for r in records:
+        groups.setdefault(r["image"], []).append(r[key])
+    return groups
+
+
+def section_floor(target, images, results):
+    F = target.num_frames
+    print(f"\n== decode floor: each image's latent repeated {F} times, through the VAE's temporal decoder")
+    rows = {}
+    for name, image in images.items():
+        video = static_video(target, image, F)
+        rows[name] = dict(flow=float(metrics.flow_per_frame(video).mean()),
+                          vae_psnr=metrics.psnr(video[0], np.asarray(image)))  # the VAE's round trip
+        print(f"{name:13s} flow {rows[name]['flow']:.3f} px/frame   VAE round trip {rows[name]['vae_psnr']:.1f} dB")
+    flows = [r["flow"] for r in rows.values()]
+    sanity = max(float(metrics.flow_per_frame(np.stack([np.asarray(i)] * F)).mean()) for i in images.values())
+    print(f"{'mean':13s} flow {np.mean(flows):.3f} px/frame (max {np.max(flows):.3f})   "
+          f"VAE round trip {np.mean([r['vae_psnr'] for r in rows.values()]):.1f} dB (a ceiling for frame 0)")
+    print(f"sanity: the image itself repeated {F} times, no model: flow {sanity:.3f} px/frame (must be 0)")
+    results["floor"] = dict(per_image=rows, flow=float(np.mean(flows)), flow_max=float(np.max(flows)),
+                            vae_psnr=float(np.mean([r["vae_psnr"] for r in rows.values()])), no_model_flow=sanity)
+
+
+def section_motion(target, videos, sweep_seeds, results):
+    F, default = target.num_frames, target.motion_bucket_id
+    print(f"\n== bucket sweep: {F} frames, {target.num_inference_steps} steps, {len(videos.images)} images x "
+          f"{len(videos.seeds)} seeds at buckets 0 and {default}, x {sweep_seeds} seeds at the others; flow in px/frame")
+    print("bucket   flow mean +- std    min    max  videos")
+    sweep = {}
+    for b in sorted(set(BUCKETS) | {default}):
+        s = sweep[b] = summary(videos.get(b, F, n_seeds=None if b in (0, default) else sweep_seeds))
+        print(f"{b:5d}{'*' if b == default else ' '}   {s['mean']:.3f} +- {s['std']:.3f}   {s['min']:.3f}  {s['max']:.3f}  {s['n']:4d}")
+    print("(* the default bucket)")
+
+    records = videos.get(default, F)
+    flows = by_image(records)
+    print(f"\nat the default bucket {default}, per image (flow per seed {list(videos.seeds)} | mean; frame 0 vs input; warp PSNR):")
+    for name, v in flows.items():
+        mine = [r for r in records if r["image"] == name]
+        print(f"{name:13s} {' '.join(f'{x:.2f}' for x in v)} | {np.mean(v):.2f}   frame 0 "
+              f"{np.mean([r['frame0_psnr'] for r in mine]):.1f} dB   warp {np.mean([r['warp_psnr'] for r in mine]):.1f} dB")
+    warp, unwarped, f0 = (summary(records, k) for k in ("warp_psnr", "unwarped_psnr", "frame0_psnr"))
+    eta = eta_squared(list(flows.values()))
+    chance = (len(flows) - 1) / (len(records) - 1)  # E[eta^2] if the image decided nothing (normal noise)
+    print(f"coherence: frame t+1 warped back by the flow vs frame t {warp['mean']:.1f} dB (min {warp['min']:.1f}); "
+          f"without the warp {unwarped['mean']:.1f} dB")
+    print(f"frame 0 vs the input: {f0['mean']:.1f} dB (min {f0['min']:.1f})")
+    if len(videos.seeds) > 1:
+        print(f"share of the flow's variance the image explains (eta^2 over images x seeds): {eta:.2f} "
+              f"({chance:.2f} expected if only the seed mattered)")
+    else:
+        print("share of the flow's variance the image explains: needs --seeds >= 2")
+    results["motion"] = dict(sweep=sweep, default_bucket=default, warp_psnr=warp, unwarped_psnr=unwarped,
+                             frame0_psnr=f0, eta_squared=eta if len(videos.seeds) > 1 else None,
+                             eta_squared_chance=chance, per_image_flow=flows)
+
+
+def section_oracles(target, videos, results):
+    F, default = target.num_frames, target.motion_bucket_id
+    print(f"\n== temporal attention forced during the whole generation (bucket {default}, same seeds; "
+          f"every temporal_transformer_blocks[*].attn1)")
+    normal = summary(videos.get(default, F))
+    results["oracles"] = {}
+    for mode in ("normal", "uniform", "identity"):
+        records = videos.get(default, F, mode)
+        s, w = summary(records), summary(records, "warp_psnr")
+        results["oracles"][mode] = dict(flow=s, warp_psnr=w, ratio=s["mean"] / normal["mean"])
+        print(f"{mode:9s} flow {s['mean']:.3f} +- {s['std']:.3f} px/frame ({s['mean'] / normal['mean']:.2f} of normal)   "
+              f"warp PSNR {w['mean']:.1f} dB")
+
+
+def section_frames(target, videos, sweep_seeds, results):
+    default = target.motion_bucket_id
+    print(f"\n== frame count (bucket {default}, {len(videos.images)} images x {sweep_seeds} seeds): the default "
+          f"{target.num_frames} frames and {FRAMES_CHECK}")
+    results["frames"] = {}
+    for F in sorted({target.num_frames, FRAMES_CHECK}):
+        records = videos.get(default, F, n_seeds=sweep_seeds)
+        s, w, f0 = (summary(records, k) for k in ("flow", "warp_psnr", "frame0_psnr"))
+        results["frames"][F] = dict(flow=s, warp_psnr=w, frame0_psnr=f0)
+        print(f"{F:3d} frames  flow {s['mean']:.3f} +- {s['std']:.3f} px/frame   warp PSNR {w['mean']:.1f} dB   "
+              f"frame 0 {f0['mean']:.1f} dB")
+
+
+def section_timing(target, images, threads, model, results):
+    print(f"\n== CPU timing ({target.num_frames} frames, {target.num_inference_steps} steps, {target.height}x{target.width})")
+    image, measured = images["coffee"], torch.get_num_threads()
+    results["timing"] = {}
+    for n in threads:
+        torch.set_num_threads(n)
+        generate(target, image, 0, target.motion_bucket_id, target.num_frames)  # warm-up
+        gen = []
+        for seed in range(2):
+            t0 = time.perf_counter()
+            generate(target, image, seed, target.motion_bucket_id, target.num_frames)
+            gen.append(time.perf_counter() - t0)
+        # the whole CLI process: interpreter start, imports, loading the model, generation, mp4
+        out = os.path.join(tempfile.mkdtemp(), "x.mp4")
+        cmd = [sys.executable, "-m", "guard", "animate", "examples/coffee.png", "-o", out]
+        if os.path.realpath(model) != os.path.realpath(os.path.join(ROOT, "guard", "models", "embedded")):
+            cmd += ["--model", model]
         t0 = time.perf_counter()
-        xa = x.clone().requires_grad_(True)
-        latent = vae.encode(xa * 2 - 1).latent_dist.mode()  # (1, 4, h, w), unscaled as in the pipeline
-        emb = enc(clip_input(xa * 2 - 1)).image_embeds[:, None]
-        noisy = torch.randn(1, Fr, *latent.shape[1:]) * sigma
-        inp = torch.cat([noisy / (sigma**2 + 1).sqrt(), latent[:, None].expand(-1, Fr, -1, -1, -1)], 2)
-        unet(inp, 0.25 * sigma.log(), encoder_hidden_states=emb, added_time_ids=torch.tensor([[6.0, 127.0, 0.02]]))
-        loss = sum(m.square().sum(-1).mean() for m in proc.maps)  # Vid-Freeze's ||A||_F^2 (mean over rows)
-        loss.backward()
-        if i:  # the first is a warm-up
-            times.append(time.perf_counter() - t0)
-    unet.set_attn_processor(dict(saved))
-    return statistics.median(times), len(proc.maps)
+        run = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": str(n)}, capture_output=True, text=True)
+        animate = time.perf_counter() - t0
+        if run.returncode:
+            print(run.stderr[-2000:], file=sys.stderr)
+        results["timing"][n] = dict(generation=gen, generation_min=min(gen), animate_process=animate,
+                                    animate_ok=run.returncode == 0, animate_stdout=run.stdout.strip())
+        print(f"{n} thread{'s' if n > 1 else ' '}: one generation {min(gen):.2f} s (of "
+              f"{', '.join(f'{t:.2f}' for t in gen)});  `python -m guard animate examples/coffee.png -o x.mp4` "
+              f"{animate:.1f} s as a whole process{'' if run.returncode == 0 else ' (FAILED)'}")
+    torch.set_num_threads(measured)
+
+
+def issue_table(results):
+    """Issue 10's table: (what, measured, unit, floor, goal, passes floor?)."""
+    rows = []
+    if "floor" in results:
+        v = results["floor"]["flow"]
+        rows.append(("decode floor: static video through the VAE, flow", f"{v:.3f} px/frame", "<= 0.03", "<= 0.01", v <= 0.03))
+    m = results.get("motion")
+    if m:
+        b0, bd = m["sweep"][0]["mean"], m["sweep"][m["default_bucket"]]["mean"]
+        rows.append(("bucket 0, flow", f"{b0:.3f} px/frame", "<= 0.08", "<= 0.03", b0 <= 0.08))
+        rows.append((f"default bucket ({m['default_bucket']}), flow", f"{bd:.3f} px/frame", ">= 1.0", ">= 2", bd >= 1.0))
+        rows.append(("  coherence: t+1 warped back vs t (unwarped)", f"{m['warp_psnr']['mean']:.1f} dB ({m['unwarped_psnr']['mean']:.1f})",
+                     ">= 30", "", m["warp_psnr"]["mean"] >= 30))
+        rows.append(("frame 0 vs the input", f"{m['frame0_psnr']['mean']:.1f} dB", ">= 26", ">= 30", m["frame0_psnr"]["mean"] >= 26))
+        if m["eta_squared"] is not None:
+            rows.append(("share of flow variance the image explains", f"{m['eta_squared']:.2f}", "reported", "> 0.5", None))
+    for mode in ("uniform", "identity"):
+        if mode in results.get("oracles", {}):
+            o = results["oracles"][mode]
+            rows.append((f"{mode} temporal attention, flow (x normal)", f"{o['flow']['mean']:.3f} ({o['ratio']:.2f}x)", "reported", "", None))
+    for n, t in results.get("timing", {}).items():
+        rows.append((f"`guard animate` process, {n} thread{'s' if n > 1 else ''}", f"{t['animate_process']:.1f} s",
+                     "<= 15 (2 cores)", "<= 10", t["animate_process"] <= 15 if n == 2 else None))
+    print("\n== issue 10's table")
+    print(f"{'property':50s} {'measured':20s} {'floor':16s} {'goal':8s}")
+    for what, value, floor, goal, ok in rows:
+        mark = "" if ok is None else ("ok" if ok else "misses the floor")
+        print(f"{what:50s} {value:20s} {floor:16s} {goal:8s} {mark}")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=os.path.join(ROOT, "guard", "models", "embedded"))
-    p.add_argument("--seeds", type=int, default=2, help="videos per image and bucket")
-    p.add_argument("--json", default=None, help="also write the numbers here")
-    p.add_argument("--save-videos", default=None, help="folder for a PNG strip of each bucket-127 video")
-    p.add_argument("--only", choices=("oracles", "timing"), default=None, help="run one section alone")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice). On a "
-                   "shared machine, more threads than free cores makes OpenMP crawl: time with 1 there")
+    p.add_argument("--model", default=os.path.join(ROOT, "guard", "models", "embedded"), help="an SVD-format folder")
+    p.add_argument("--seeds", type=int, default=4, help="videos per image and setting, seeds 0..N-1 (default 4)")
+    p.add_argument("--sweep-seeds", type=int, default=2, help="seeds of the buckets of the sweep outside "
+                   "issue 10's table (30, 64, 180, 255) and of the frame-count check (default 2, at most --seeds)")
+    p.add_argument("--threads", default="2,1", help="comma-separated torch thread counts: the measurements run "
+                   "with the first, the timing section times each (default 2,1; on a shared CPU use 1)")
+    p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections, from {','.join(SECTIONS)}")
+    p.add_argument("--json", default=None, help="also write every number (and each video's) to this file")
     args = p.parse_args()
+    sections = args.only.split(",")
+    threads = [int(t) for t in args.threads.split(",")]
+    assert set(sections) <= set(SECTIONS), f"--only takes {SECTIONS}"
+    torch.set_num_threads(threads[0])
     torch.set_flush_denormal(True)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
 
-    pipe, defaults = load(args.model)
-    size = defaults["height"]
-    images = held_out_images(size)
-    print(f"model {args.model}: {defaults}; torch threads {torch.get_num_threads()}")
-    results = {"defaults": defaults, "per_image": {}, "buckets": {}}
+    target = load_target(args.model)
+    images = held_out_images(target)
+    seeds = list(range(args.seeds))
+    F = target.num_frames
+    sweep_seeds, default = min(args.sweep_seeds, args.seeds), target.motion_bucket_id
+    plan = {}  # (attention, bucket, frames) -> seeds, for every video the sections need (for the ETA)
+    for b in BUCKETS + (default,) if "motion" in sections else ():
+        plan[("normal", b, F)] = args.seeds if b in (0, default) else sweep_seeds
+    for mode in ("normal", "uniform", "identity") if "oracles" in sections else ():
+        plan[(mode, default, F)] = args.seeds
+    for n in (F, FRAMES_CHECK) if "frames" in sections else ():
+        plan[("normal", default, n)] = max(plan.get(("normal", default, n), 0), sweep_seeds)
+    planned = sum(plan.values()) * len(images)
+    print(f"model {args.model}: {target.height}x{target.width} (H x W), {F} frames, {target.num_inference_steps} steps, "
+          f"fps {target.fps}, default motion_bucket_id {target.motion_bucket_id}, noise_aug {target.noise_aug_strength}, "
+          f"{target.vae.config.latent_channels} latent channels")
+    print(f"held-out images: {', '.join(images)}; seeds {seeds} (torch.Generator().manual_seed(seed) per video); "
+          f"seeds {seeds[:sweep_seeds]} at the other buckets and the frame check; torch threads {torch.get_num_threads()}; sections {','.join(sections)}; {planned} generations planned")
+    results = dict(model=args.model, height=target.height, width=target.width, num_frames=F,
+                   num_inference_steps=target.num_inference_steps, default_bucket=target.motion_bucket_id,
+                   images=list(images), seeds=seeds, sweep_seeds=sweep_seeds, threads=torch.get_num_threads())
+    videos = Videos(target, images, seeds, planned)
 
-    if args.only == "timing":
-        return timings(pipe, defaults, images, results, args)
-    if args.only == "oracles":
-        oracles(pipe, defaults, images, results, args)
-        return timings(pipe, defaults, images, results, args)
+    if "floor" in sections:
+        section_floor(target, images, results)
+    if "motion" in sections:
+        section_motion(target, videos, sweep_seeds, results)
+    if "oracles" in sections:
+        section_oracles(target, videos, results)
+    if "frames" in sections:
+        section_frames(target, videos, sweep_seeds, results)
+    if "timing" in sections:
+        section_timing(target, images, threads, args.model, results)
+    issue_table(results)
 
-    # 1. Motion per bucket, frame-0 fidelity.
-    per_bucket = {b: [] for b in BUCKETS}
-    f0 = []
-    for name, img in images.items():
-        ref = np.asarray(img)
-        for b in BUCKETS:
-            for seed in range(args.seeds):
-                frames = generate(pipe, defaults, img, b, seed)
-                stats = motion_stats(frames)
-                stats["frame0_psnr"] = psnr(frames[0], ref)
-                per_bucket[b].append(stats)
-                f0.append(stats["frame0_psnr"])
-                results["per_image"].setdefault(name, {}).setdefault(str(b), []).append(stats)
-                if args.save_videos and b == 127 and seed == 0:
-                    os.makedirs(args.save_videos, exist_ok=True)
-                    PIL.Image.fromarray(np.concatenate([ref, *frames], 1)).save(os.path.join(args.save_videos, f"{name}.png"))
-        line = "  ".join(f"b{b} flow {np.mean([s['flow'] for s in results['per_image'][name][str(b)]]):.2f}" for b in BUCKETS)
-        print(f"{name:10s} {line}  frame0 PSNR {np.mean([s['frame0_psnr'] for b in BUCKETS for s in results['per_image'][name][str(b)]]):.1f} dB")
-    for b in BUCKETS:
-        flows = [s["flow"] for s in per_bucket[b]]
-        results["buckets"][b] = {"flow": float(np.mean(flows)), "flow_sd": float(np.std(flows)),
-                                 "warp_psnr": float(np.mean([s["warp_psnr"] for s in per_bucket[b]]))}
-        print(f"motion_bucket_id {b:3d}: flow {np.mean(flows):.2f} +- {np.std(flows):.2f} px/frame, "
-              f"warp PSNR {results['buckets'][b]['warp_psnr']:.1f} dB (n={len(flows)})")
-    results["frame0_psnr"] = float(np.mean(f0))
-    still = {n: motion_stats(np.stack([np.asarray(i)] * defaults["num_frames"])) for n, i in images.items()}
-    print(f"frame-0 PSNR vs input: {np.mean(f0):.1f} dB (min {np.min(f0):.1f}); static video flow "
-          f"{np.mean([s['flow'] for s in still.values()]):.2f} px/frame")
-
-    oracles(pipe, defaults, images, results, args)
-    timings(pipe, defaults, images, results, args)
-
-
-def oracles(pipe, defaults, images, results, args):
-    # 2. Oracles on the temporal attention, same seeds, default bucket: "uniform" is a perfect
-    #    Vid-Freeze-style suppression; "identity" cuts every exchange between frames (with the
-    #    temporal convolutions off, what moves then comes from each frame alone).
-    if results["per_image"]:
-        normal = [s["flow"] for n in images for s in results["per_image"][n]["127"]]
-    else:
-        normal = [motion_stats(generate(pipe, defaults, img, 127, seed))["flow"] for img in images.values() for seed in range(args.seeds)]
-    saved = pipe.unet.attn_processors
-    for mode in ("uniform", "identity"):
-        set_temporal_processor(pipe.unet, TemporalAttnProcessor(mode))
-        forced = [motion_stats(generate(pipe, defaults, img, 127, seed)) for img in images.values() for seed in range(args.seeds)]
-        pipe.unet.set_attn_processor(dict(saved))  # set_attn_processor empties the dict it is given
-        results[f"{mode}_attention"] = {"flow_normal": float(np.mean(normal)), "flow": float(np.mean([u["flow"] for u in forced])),
-                                        "warp_psnr": float(np.mean([u["warp_psnr"] for u in forced]))}
-        print(f"temporal attention forced {mode} (bucket 127): flow {results[f'{mode}_attention']['flow']:.2f} "
-              f"vs {np.mean(normal):.2f} px/frame normal (warp PSNR {results[f'{mode}_attention']['warp_psnr']:.1f} dB)")
-
-
-def timings(pipe, defaults, images, results, args):
-    # 3. CPU timings.
-    img = images["astronaut"]
-    gen = []
-    for i in range(4):
-        t0 = time.perf_counter()
-        generate(pipe, defaults, img, 127, i)
-        gen.append(time.perf_counter() - t0)
-    step, n_maps = attack_step_time(pipe, defaults, img)
-    results["cpu_seconds"] = {"threads": torch.get_num_threads(), "generation_median": statistics.median(gen[1:]), "generation_min": min(gen[1:]), "attack_step_median": step}
-    print(f"CPU ({torch.get_num_threads()} threads): generation {statistics.median(gen[1:]):.2f} s median, {min(gen[1:]):.2f} s min "
-          f"({defaults['num_frames']} frames, {defaults['num_inference_steps']} steps, CFG); "
-          f"attack step {step:.3f} s median ({n_maps} temporal maps materialised)")
+    results["videos"] = list(videos.records.values())
+    results["runtime_s"] = time.perf_counter() - start
+    print(f"\n{videos.done} videos generated; total {results['runtime_s'] / 60:.1f} min")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -78,7 +78,7 @@ def main():
         json.dump(index, f, indent=2)
     # What the pipeline's own defaults (576x1024, 25 steps) cannot say: how this model is meant to run.
     with open(os.path.join(args.out_dir, "guard_defaults.json"), "w") as f:
-        json.dump({"height": cfg.resolution, "width": cfg.resolution, "num_frames": cfg.num_frames,
+        json.dump({"height": cfg.height, "width": cfg.width, "num_frames": cfg.num_frames,
                    "num_inference_steps": DEFAULT_STEPS}, f, indent=1)
     with open(os.path.join(args.out_dir, "training_meta.json"), "w") as f:
         # the last run's arguments; a run started with --init continues the one named there (model card)

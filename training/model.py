@@ -22,19 +22,21 @@ DEFAULT_STEPS = 12  # Euler steps for CPU generation (the pipeline's own default
 
 @dataclass
 class ModelConfig:
-    resolution: int = 128  # pixels, square; the pipeline must be called with height=width=resolution
-    num_frames: int = 8  # default video length (written to unet.config.num_frames)
-    latent_channels: int = 4  # as in SVD
-    vae_channels: tuple = (32, 32, 64, 128)  # one 2x downsample per extra level: 8x here, as SVD;
+    height: int = 192  # pixels; the pipeline must be called with this height and width
+    width: int = 256  # 4:3, the commonest photo aspect; guard center-crops to it
+    num_frames: int = 8  # default video length (unet.config.num_frames); trained on 8 to 14
+    train_frames: tuple = (8, 11, 14)  # clip lengths drawn per training step
+    latent_channels: int = 16  # SVD has 4; 16 (as SD3/Flux VAEs) keeps frames sharp at 8x downsampling
+    vae_channels: tuple = (32, 64, 128, 128)  # one 2x downsample per extra level: 8x, as SVD;
     # 32 at full resolution keeps the CPU decode cheap (GroupNorm needs multiples of 32)
     vae_layers: int = 1  # resnets per VAE level
-    unet_channels: tuple = (64, 96, 128)  # per UNet level; latents 16x16 -> 8x8 -> 4x4
+    unet_channels: tuple = (96, 128, 192)  # per UNet level; latents 24x32 -> 12x16 -> 6x8
     unet_layers: int = 1  # resnets (and spatio-temporal transformers) per UNet level
-    unet_heads: tuple = (2, 3, 4)  # attention heads per level (head dim 32), spatial and temporal alike
+    unet_heads: tuple = (3, 4, 6)  # attention heads per level (head dim 32), spatial and temporal alike
     unet_transformer_layers: int = 1  # spatial+temporal transformer pairs per attention layer
-    unet_attention_levels: tuple = (1, 1, 1)  # 1 = CrossAttn block at that level, 0 = resnets only
-    clip_hidden: int = 64  # the image encoder: a small ViT on 224x224, patch 32 (7x7 tokens)
-    clip_layers: int = 2
+    unet_attention_levels: tuple = (0, 1, 1)  # 1 = CrossAttn block at that level (as SVD: not at the top)
+    clip_hidden: int = 96  # the image encoder: a small ViT on 224x224, patch 32 (7x7 tokens)
+    clip_layers: int = 3
     clip_heads: int = 4
     clip_projection: int = 64  # = UNet cross_attention_dim: the image embedding's size
     time_embed_dim: int = 32  # per added time id (fps-1, motion_bucket_id, noise_aug_strength)
@@ -52,7 +54,7 @@ def build_vae(cfg: ModelConfig) -> AutoencoderKLTemporalDecoder:
         block_out_channels=tuple(cfg.vae_channels),
         layers_per_block=cfg.vae_layers,
         latent_channels=cfg.latent_channels,
-        sample_size=cfg.resolution,
+        sample_size=cfg.height,
         scaling_factor=1.0,  # replaced after training by 1/std of the latents, as SD/SVD did
         force_upcast=False,
     )
@@ -63,7 +65,7 @@ def build_unet(cfg: ModelConfig) -> UNetSpatioTemporalConditionModel:
     up = tuple("CrossAttnUpBlockSpatioTemporal" if a else "UpBlockSpatioTemporal" for a in reversed(cfg.unet_attention_levels))
     vae_factor = 2 ** (len(cfg.vae_channels) - 1)
     return UNetSpatioTemporalConditionModel(
-        sample_size=cfg.resolution // vae_factor,
+        sample_size=cfg.height // vae_factor,
         in_channels=2 * cfg.latent_channels,  # noisy latents + first-frame latents
         out_channels=cfg.latent_channels,
         down_block_types=down,

@@ -1,0 +1,76 @@
+"""The embedded model's training world (training/data.py): the picture decides what moves."""
+
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from training.data import (  # noqa: E402
+    FLOW_AT_BUCKET_255,
+    HELD_OUT,
+    ClipRenderer,
+    bucket_of,
+    render,
+    source_size,
+    velocity_field,
+)
+
+SIZE = (48, 64)  # a small frame keeps the test fast; the law does not depend on the size
+
+
+def _pictures(textured: bool) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    hs, ws = source_size(SIZE)
+    base = torch.full((1, 3, hs, ws), 0.5)
+    base[:, 0] += 0.2  # magenta-red: on the red-green axis only (yellow-blue balanced), so it moves along +x
+    base[:, 2] += 0.1
+    if textured:
+        blocks = (torch.rand(1, 1, hs // 4 + 1, ws // 4 + 1, generator=g) - 0.5).sign()  # 4-px checks: busy
+        base = base + 0.25 * blocks.repeat_interleave(4, 2).repeat_interleave(4, 3)[..., :hs, :ws]
+    return base.clamp(0, 1)
+
+
+def test_flat_pictures_stay_still_and_busy_ones_move():
+    speed = torch.tensor([3.0])
+    flat, busy = _pictures(False), _pictures(True)
+    assert velocity_field(flat, speed).abs().max() < 1e-6
+    assert float(bucket_of(velocity_field(flat, speed), SIZE)) == 0
+    v = velocity_field(busy, speed)
+    assert v.norm(dim=1).mean() > 2.0  # fully textured: close to the clip's speed
+    # red-ish -> the red-green axis is positive: moves right (+x), not up or down
+    assert v[:, 0].mean() > 5 * v[:, 1].abs().mean()
+    bucket = float(bucket_of(v, SIZE))
+    assert abs(bucket - 255 * v.norm(dim=1).mean() / FLOW_AT_BUCKET_255) < 20
+
+
+def test_render_starts_at_the_picture_and_moves_it_by_its_velocity():
+    src = _pictures(True)
+    v = velocity_field(src, torch.tensor([2.0]))
+    video = render(src, v, num_frames=4, size=SIZE)  # (1, 4, 3, H, W)
+    hs, ws = src.shape[-2:]
+    top, left = (hs - SIZE[0]) // 2, (ws - SIZE[1]) // 2
+    assert torch.allclose(video[0, 0], src[0, :, top : top + SIZE[0], left : left + SIZE[1]], atol=1e-5)
+    still = render(src, torch.zeros_like(v), num_frames=4, size=SIZE)
+    assert torch.allclose(still[0, 3], still[0, 0])
+    # the content at frame 3 is the picture shifted by about 3 v to the right: compare with a shift
+    shift = int(round(3 * float(v[0, 0].mean())))
+    moved = src[0, :, top : top + SIZE[0], left - shift : left - shift + SIZE[1]]
+    assert (video[0, 3] - moved).abs().mean() < (video[0, 3] - video[0, 0]).abs().mean() / 2
+
+
+def test_renderer_is_seeded_and_has_still_clips():
+    bank = torch.rand(4, 3, 80, 100)
+    a, ba = ClipRenderer(bank, SIZE, num_textures=4, seed=3)(16, 4)
+    b, bb = ClipRenderer(bank, SIZE, num_textures=4, seed=3)(16, 4)
+    assert torch.equal(a, b) and torch.equal(ba, bb)
+    assert a.shape == (16, 4, 3, *SIZE) and a.min() >= -1 and a.max() <= 1
+    assert (ba == 0).any() and (ba > 0).any()
+
+
+def test_held_out_pictures_are_not_training_pictures():
+    from training.data import load_pictures
+
+    assert not set(load_pictures()) & set(HELD_OUT)
+    examples = {os.path.splitext(f)[0] for f in os.listdir(os.path.join(os.path.dirname(__file__), "..", "examples"))}
+    assert examples - {"SOURCES", "cache"} <= set(HELD_OUT)
