@@ -248,7 +248,8 @@ def _evaluate_one(target, image, path, name, eps, config, references, out):
         for prefix, transform in CONDITIONS.items():
             mp4 = out / "videos" / f"{tag}_{prefix}guarded.mp4" if seed == config.video_seeds[0] else None
             videos[prefix] = _video(target, transform(guarded), seed, config, mp4)
-            row.update({prefix + k: v for k, v in metrics.compare_videos(references[seed][prefix], videos[prefix]).items()})
+            compared = metrics.compare_videos(references[seed][prefix], videos[prefix])
+            row.update({prefix + k: v for k, v in compared.items()})
         d = metrics.disruption(references[seed][""], videos[""])
         curve = dict(flow=metrics.flow_per_frame(videos[""]).tolist(),
                      change=metrics.temporal_change_per_frame(videos[""]).tolist(),

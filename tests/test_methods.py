@@ -112,7 +112,8 @@ def test_random_transform_draws_what_it_says():
     assert all(0.8 <= t.frac < 1 for t in draws if t.kind == "crop")
     assert {t.kind for t in draws} == {"jpeg", "resize", "crop"}
     frames = torch.rand(1, 3, 3, 32, 48, generator=g)
-    for t in (Transform("crop", frac=0.85, top=0.3, left=0.7), Transform("resize", scale=0.6), Transform("jpeg", quality=70)):
+    crop = Transform("crop", frac=0.85, top=0.3, left=0.7)
+    for t in (crop, Transform("resize", scale=0.6), Transform("jpeg", quality=70)):
         video = t(frames)
         assert video.shape == frames.shape
         assert all(torch.allclose(video[:, i], t(frames[:, i]), atol=1e-6) for i in range(3))

@@ -155,7 +155,8 @@ class Target:
         if maps_only and not store.enabled:
             raise ValueError("maps_only=True needs capture_attention(): without maps nothing is computed")
         store.seen = 0
-        store.stop_after = (store.layers or self.num_attention_layers) if maps_only else None
+        n = self.num_attention_layers
+        store.stop_after = min(store.layers or n, n) if maps_only else None
         try:
             return forward()
         except StopForward:
