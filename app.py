@@ -10,7 +10,6 @@ parameters are named after the controls (image, method, eps, steps, model, seed,
 import spaces  # noqa: I001  first: on ZeroGPU it must patch torch before anything initialises CUDA
 
 import contextlib
-import dataclasses
 import logging
 import os
 import re
@@ -63,7 +62,8 @@ REQUEST_DIR_MAX_AGE_S = 3600  # per-request folders older than this are removed
 # SVD-XT and CogVideoX from benchmarks/bench_gpu.py on one H100 (bf16, README "Speed and memory"):
 # SVD-XT generation 20.6 s for 25 steps x 25 frames (0.033 s a frame-step, decode included), a
 # protection step 0.56 s at 8 of its 25 frames (1.75 s x 8/25); CogVideoX 1.91 s a step of 49 frames
-# (0.039, plus decode), a protection step 1.09 s at 9 of 49 frames (5.9 s x 9/49). `fixed` covers
+# (0.039, plus decode), a protection step 5.9 s at all 49 frames (CogVideoX attacks at 49 only; its fast
+# Vid-Freeze reads 4 of 42 blocks, so this over-reserves it until re-measured). `fixed` covers
 # I2VGuard's setup (its clean video: 3.5-3.9 s) and the decode. SVD (14 frames) is scaled from SVD-XT;
 # the embedded model is a CPU model. A ZeroGPU half card is slower than an H100: keep the margin.
 GPU_COST = {
@@ -244,6 +244,7 @@ def video_options(target: Target, frames, motion_bucket, video_steps) -> dict:
         options["motion_bucket_id"] = bucket
     if options["num_frames"] == 1:
         raise gr.Error("Frames must be at least 2 (or 0 for the model's default).")
+    target.check_num_frames(options["num_frames"])  # e.g. CogVideoX-5B-I2V: 49 only (a ValueError: one sentence)
     return options
 
 
@@ -254,15 +255,19 @@ def default_steps(method: str) -> int:
     return min(PRESETS.get(method, PRESETS["vidfreeze"])["fast"][0], MAX_STEPS)
 
 
-def make_method(method: str, target: Target, seed: int):
-    """The method object with the "fast" preset's parameters (as the CLI's default); a method that
-    generates a clean reference video uses the visitor's seed for it."""
+def make_method(method: str, target: Target):
+    """The method object with the "fast" preset's parameters (as the CLI's default)."""
     if method not in METHODS:
         raise gr.Error(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}.")
     _, params = settings_for(method, "fast", target)
-    if "video_seed" in {f.name for f in dataclasses.fields(METHODS[method])}:
-        params["video_seed"] = seed
     return get_method(method, **params)
+
+
+def protection_seed(seed: int) -> int:
+    """The protection's own seed for a visitor's seed: above every seed a video can have (0..MAX_SEED),
+    so that a protection never sees the seed of the videos it is shown against (I2VGuard's clean video
+    and every noise draw come from this seed)."""
+    return MAX_SEED + 1 + seed
 
 
 def amplified(protection: Protection, eps_levels: int) -> np.ndarray:
@@ -348,8 +353,11 @@ def _cost(model: str) -> dict:
 def _seconds(model, method=None, steps=0, videos=0, frames=0, video_steps=0) -> int:
     try:
         c = _cost(str(model))
-        # a protection step costs in proportion to the frames it attacks (the preset's, at most the model's)
-        attack_frames = PRESETS.get(method, {}).get("fast", (0, {}))[1].get("frames") or c["frames"]
+        # a protection step costs in proportion to the frames it attacks (the preset's, at most the model's;
+        # all of them while the model is not loaded yet, and always for CogVideoX)
+        target = _targets.get(str(model))
+        attack_frames = (settings_for(method, "fast", target)[1].get("frames") if target and method in PRESETS
+                         else None) or c["frames"]
         pgd = min(max(int(steps or 0), 0), MAX_STEPS) * c["pgd_step"] * min(attack_frames, c["frames"]) / c["frames"]
         frames = int(frames or 0) or c["frames"]
         denoise = videos * (int(video_steps or 0) or c["video_steps"]) * frames * c["denoise_frame_step"]
@@ -379,8 +387,8 @@ def _protect(image, method, eps, steps, model, seed, randomize_seed, robust, pro
     steps = whole_number("Steps", steps, 0, MAX_STEPS)
     seed = pick_seed(seed, randomize_seed)
     _, prepared = open_upload(image, target)
-    attack = make_method(method, target, seed)
-    config = PGDConfig(eps=eps / 255, steps=steps, robust=bool(robust), seed=seed)
+    attack = make_method(method, target)
+    config = PGDConfig(eps=eps / 255, steps=steps, robust=bool(robust), seed=protection_seed(seed))
     label = f"Protecting with {method}"
     progress((0, max(steps, 1)), desc=label)
     result = protect(target, prepared, attack, config, callback=pgd_progress(progress, label))

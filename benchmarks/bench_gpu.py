@@ -7,15 +7,19 @@ with random weights (timing depends on shapes, not on weight values) and prints:
   - one attack-shaped step: loss on the temporal attention maps + the denoiser output, gradient to
     the image; seconds and peak GPU memory;
   - with --protect: protection cost per method for the reference and the fast settings
-    (guard/presets.py): seconds per step, steps, setup seconds, total, peak memory. Totals are
-    setup + steps x (mean of --timed-steps timed steps), labelled "est." when extrapolated.
+    (guard/presets.py): frames attacked, seconds per step, steps, setup seconds, total, peak memory.
+    Totals are setup + steps x (mean of --timed-steps timed steps), labelled "est." when extrapolated.
+    For CogVideoX every row also counts the transformer calls whose positional embedding differs from
+    generation's (diffusers' sin-cos substitution at another frame count): it must read 0.
 
     python benchmarks/bench_gpu.py --models svd-xt,cogvideox [--protect] [--timed-steps 3]
+    python benchmarks/bench_gpu.py --models cogvideox --protect --skip-generation --methods vidfreeze,i2vguard
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -163,10 +167,28 @@ def bench_protection(target, method_name, preset, timed_steps):
     method.setup = timed_setup
     reset()
     n = min(steps, timed_steps)
-    protect(target, photo(target), method, PGDConfig(steps=n, seed=0), callback=on_step)
+    with positional_check(target) as substituted:
+        protect(target, photo(target), method, PGDConfig(steps=n, seed=0), callback=on_step)
     per_step = float(np.mean(step_times[1:] or step_times or [0.0]))  # the first step warms up
     return dict(steps=steps, per_step=per_step, setup=marks.get("setup", 0.0), peak=peak_gib(),
-                total=marks.get("setup", 0.0) + steps * per_step, estimated=n < steps, params=params)
+                total=marks.get("setup", 0.0) + steps * per_step, estimated=n < steps, params=params,
+                frames=params.get("frames") or target.num_frames, substituted=substituted)
+
+
+@contextlib.contextmanager
+def positional_check(target):
+    """Counts CogVideoX transformer calls that substitute a sin-cos positional embedding for the learned
+    one (another frame count than the model's); yields a list whose len() is that count ("-" for SVD)."""
+    embed = getattr(getattr(target, "transformer", None), "patch_embed", None)
+    if embed is None:
+        yield "-"
+        return
+    calls, make = [], embed._get_positional_embeddings
+    embed._get_positional_embeddings = lambda *a, **k: calls.append(1) or make(*a, **k)
+    try:
+        yield calls
+    finally:
+        del embed._get_positional_embeddings
 
 
 def main():
@@ -176,6 +198,7 @@ def main():
                         help="denoising steps timed per model (the rest is extrapolated)")
     parser.add_argument("--protect", action="store_true", help="also time protections (reference vs fast)")
     parser.add_argument("--methods", default="vidfreeze,i2vguard,photoguard")
+    parser.add_argument("--presets", default="reference,fast", help="comma-separated: reference, fast")
     parser.add_argument("--timed-steps", type=int, default=3)
     parser.add_argument("--skip-generation", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="tiny models on the CPU: checks this script runs")
@@ -211,14 +234,16 @@ def main():
         print(f"attack step (attention + denoiser loss, grad to image, checkpointing {target.checkpointing}): "
               f"{seconds:.2f} s, peak {peak:.1f} GiB, {n_maps} attention maps", flush=True)
         if args.protect:
-            print("| method | settings | steps | s/step | setup s | total s | peak GiB |")
-            print("|---|---|---|---|---|---|---|")
+            print("| method | settings | frames | steps | s/step | setup s | total s | peak GiB | pos. emb. swaps |")
+            print("|---|---|---|---|---|---|---|---|---|")
             for method_name in args.methods.split(","):
-                for preset in ("reference", "fast"):
+                for preset in args.presets.split(","):
                     r = bench_protection(target, method_name, preset, args.timed_steps)
                     est = " (est.)" if r["estimated"] else ""
-                    print(f"| {method_name} | {preset} {r['params']} | {r['steps']} | {r['per_step']:.2f} | "
-                          f"{r['setup']:.1f} | {r['total']:.1f}{est} | {r['peak']:.1f} |", flush=True)
+                    swaps = r["substituted"] if isinstance(r["substituted"], str) else len(r["substituted"])
+                    print(f"| {method_name} | {preset} {r['params']} | {r['frames']} | {r['steps']} | "
+                          f"{r['per_step']:.2f} | {r['setup']:.1f} | {r['total']:.1f}{est} | {r['peak']:.1f} | "
+                          f"{swaps} |", flush=True)
         del target
         reset()
 

@@ -36,6 +36,7 @@ def cmd_animate(args) -> int:
     for notice in notices:
         print(f"note: {notice}", file=sys.stderr)
     target = load(args)
+    target.check_num_frames(args.frames)
     start = time.perf_counter()
     video = target.generate(image, seed=args.seed, num_frames=args.frames, num_inference_steps=args.steps)
     io.save_video(video.frames, args.output, fps=args.fps)
@@ -78,6 +79,14 @@ def protect_one(target, path, output, args, method_params=None) -> dict:
     return numbers
 
 
+def output_name(path: Path, files: list[Path]) -> str:
+    """The guarded PNG's name in folder mode: the input's stem + ".png" ("cat.jpg" -> "cat.png"), or,
+    when several inputs share that stem ("a.jpg" and "a.png"), its whole name + ".png" ("a.jpg.png",
+    "a.png.png"), so that no guarded image overwrites another."""
+    shared = sum(f.stem.lower() == path.stem.lower() for f in files) > 1
+    return (path.name if shared else path.stem) + ".png"
+
+
 def cmd_protect(args) -> int:
     if not 0 <= args.eps <= 255:
         raise io.InputError(f"--eps is in 8-bit levels: 0..255, got {args.eps}")
@@ -92,7 +101,7 @@ def cmd_protect(args) -> int:
             raise io.InputError("the output folder must differ from the input folder (originals are never overwritten)")
         if output.exists() and not output.is_dir():
             raise io.InputError(f"{output}: exists and is not a folder")
-        jobs = [(f, output / (f.stem + ".png")) for f in files]
+        jobs = [(f, output / output_name(f, files)) for f in files]
     else:
         if not source.exists():
             raise io.InputError(f"{source}: no such file")
@@ -131,8 +140,12 @@ def cmd_evaluate(args) -> int:
         eps = [int(e) for e in args.eps.split(",") if e.strip()]
     except ValueError:
         raise io.InputError(f"--eps is a comma-separated list of 8-bit levels (e.g. 4,8,16), got {args.eps!r}") from None
+    if args.video_seeds < 1:
+        raise io.InputError(f"--video-seeds is how many video seeds to judge each protection at (>= 1), "
+                            f"got {args.video_seeds}")
     config = evaluate.EvalConfig(methods=methods, eps=eps, steps=args.steps, preset=args.preset, seed=args.seed,
-                                 robust=args.robust, frames=args.frames, video_steps=args.video_steps)
+                                 video_seeds=evaluate.video_seeds(args.video_seeds), robust=args.robust,
+                                 frames=args.frames, video_steps=args.video_steps)
     target = load(args)
     command = shlex.join(["python", "-m", "guard", *sys.argv[1:]])
     report = evaluate.run(target, files, config, args.output, command=command, progress=not args.quiet,
@@ -146,12 +159,18 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
+def add_model_options(p: argparse.ArgumentParser, seed_help: str) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"one of {', '.join(MODELS)}, a hub id or a local diffusers folder (default {DEFAULT_MODEL})")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    p.add_argument("--seed", type=int, default=0, help="random seed: of the video for animate, of the protection for protect (default 0)")
+    p.add_argument("--seed", type=int, default=0, help=seed_help + " (default 0)")
+
+
+def evaluate_default_seeds() -> int:
+    from .evaluate import DEFAULT_VIDEO_SEEDS
+
+    return DEFAULT_VIDEO_SEEDS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("animate", help="make a video from an image")
     p.add_argument("image")
     p.add_argument("-o", "--output", required=True, help="mp4 file to write")
-    add_model_options(p)
+    add_model_options(p, "seed of the video")
     p.add_argument("--frames", type=int, default=None, help="frames to generate (default: the model's)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
     p.add_argument("--fps", type=int, default=7, help="frame rate of the written mp4")
@@ -172,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("protect", help="guard an image (or every image of a folder)")
     p.add_argument("input", help="an image, or a folder of images")
-    p.add_argument("-o", "--output", required=True, help="guarded PNG (or output folder for a folder input)")
+    p.add_argument("-o", "--output", required=True, help="guarded PNG (or output folder for a folder input: "
+                   "NAME.png per image, or NAME.SUFFIX.png where two inputs share a name)")
     p.add_argument("--method", default="vidfreeze", choices=list(METHODS))
     p.add_argument("--eps", type=int, default=8, help="L-inf budget in 8-bit levels, eps/255 (default 8)")
     p.add_argument("--steps", type=int, default=None, help="PGD steps (default: the preset's)")
@@ -183,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--robust", action="store_true", help="optimise through random JPEG/resize/crop (EOT)")
     p.add_argument("--no-random-start", action="store_true", help="start PGD from the image itself")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    add_model_options(p)
+    add_model_options(p, "the protection's own seed: every randomness of the protection (random start, noise "
+                      "levels, EOT, the noise control, I2VGuard's clean video)")
     p.set_defaults(func=cmd_protect)
 
     p = sub.add_parser("evaluate", help="measure every method at every eps on a folder of images")
@@ -199,9 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--robust", action="store_true", help="protect through random JPEG/resize/crop (EOT)")
     p.add_argument("--frames", type=int, default=None, help="frames per video (default: the model's)")
     p.add_argument("--video-steps", type=int, default=None, help="denoising steps per video (default: the model's)")
+    p.add_argument("--video-seeds", type=int, default=evaluate_default_seeds(),
+                   help="judge every protection on videos made with this many seeds, 1000, 1001, ... "
+                   f"(default {evaluate_default_seeds()}; each adds a full set of videos)")
     p.add_argument("--overwrite", action="store_true", help="replace a report already in the output folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    add_model_options(p)
+    add_model_options(p, "the protections' own seed, never one of the video seeds")
     p.set_defaults(func=cmd_evaluate)
     return parser
 

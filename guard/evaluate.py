@@ -1,20 +1,33 @@
 """`python -m guard evaluate`: every method at every budget on a folder of photos, measured one way.
 
-For each image: the video of the original is generated once (seed `seed`); then for each method and
-eps the image is protected, a video is generated from the guarded image with the same seed, and the
-two are compared with `guard.metrics` (no metric is computed here). The same comparison is repeated
-after a "posted online" transformation (JPEG q=75, resize 0.75x and back) of both photos: the video
-of the transformed guarded photo is compared with the video of the identically transformed original,
-so that the row measures what the protection still does, not what JPEG alone does to a video.
+For each image, each method and each eps, the image is protected once, with the protection's own
+seed (`EvalConfig.seed`). Then, for each of several video seeds (`video_seeds`, default 1000-1003,
+never the protection's seed: a protection must not see the seeds it is judged on), a video is made
+from the original and one from the guarded image with that seed, and the two are compared with
+`guard.metrics` (no metric is computed here). The same comparison is repeated after a "posted
+online" transformation (JPEG q=75, resize 0.75x and back) of both photos: the video of the
+transformed guarded photo is compared with the video of the identically transformed original, so
+that the row measures what the protection still does, not what JPEG alone does to a video.
+
+Statistics (summary.md): each column's mean with a 95% confidence interval, a t-interval over images
+of each image's mean over its video seeds (the seeds of one image share its protection, so they are
+not independent draws: the image is the unit, and seed-to-seed variation enters through the image
+means; with a single image the seeds are the unit). Each method is compared with the noise control
+by paired differences: its row minus the noise row of the same image, eps and video seed, averaged
+per image, with the same t-interval; it differs from the control at the 5% level (a two-sided paired
+t-test on the image means) when that interval excludes 0.
 
 Writes into the report folder:
-- results.csv: one row per (image, method, eps), written as it is measured (a cut run keeps its rows);
-- per_frame.json: per-frame motion and disruption arrays behind the plots;
-- summary.md: command line, machine, settings, mean +- std per method and eps, skipped files;
+- results.csv: one row per (image, method, eps, video seed), written as it is measured (a cut run
+  keeps its rows);
+- per_frame.json: per-frame motion and disruption arrays behind the plots, per image and video seed;
+- summary.md: command line, machine, settings, means with 95% intervals, differences from the noise
+  control, skipped files;
 - motion_per_frame.png, effect_vs_eps.png;
-- images/ (guarded PNGs) and videos/ (mp4 of every generated video, original and guarded).
-summary.md is refreshed after every row and the plots after every image, so a cut run still has a
-(partial) summary.
+- images/ (guarded PNGs) and videos/ (mp4 of the videos of the first video seed only, original and
+  guarded: the other seeds' videos are measured but not kept, to keep the folder small).
+summary.md is refreshed after every protection and the plots after every image, so a cut run still
+has a (partial) summary.
 """
 
 from __future__ import annotations
@@ -31,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
+import scipy.stats
 import torch
 from tqdm import tqdm
 
@@ -50,6 +64,13 @@ CONDITIONS = {
     "resize_": lambda image: metrics.resize_roundtrip(image, scale=0.75),
 }
 
+#: the video seeds of an evaluation: VIDEO_SEED_BASE + k (the protections use their own, default 0)
+VIDEO_SEED_BASE = 1000
+DEFAULT_VIDEO_SEEDS = 4
+
+#: the method every other is compared with (paired differences, same image, eps and video seed)
+CONTROL = "noise"
+
 #: the columns of the summary table: (results.csv column, heading)
 KEY_COLUMNS = [
     ("psnr", "PSNR dB"),
@@ -62,6 +83,8 @@ KEY_COLUMNS = [
     ("resize_flow_ratio", "resize flow ratio"),
     ("seconds", "seconds"),
 ]
+#: the columns compared with the control (effects on the videos)
+EFFECT_COLUMNS = [c for c in KEY_COLUMNS if c[0] not in ("psnr", "ssim", "seconds")]
 
 SKIPPED_SCORERS = (
     "VBench-style scores (subject consistency, motion smoothness, aesthetic and imaging quality) were "
@@ -70,13 +93,19 @@ SKIPPED_SCORERS = (
 )
 
 
+def video_seeds(n: int = DEFAULT_VIDEO_SEEDS) -> list[int]:
+    """The seeds of n evaluation videos: VIDEO_SEED_BASE, VIDEO_SEED_BASE + 1, ..."""
+    return [VIDEO_SEED_BASE + k for k in range(n)]
+
+
 @dataclass
 class EvalConfig:
     methods: list[str]  # names from guard.methods.METHODS
     eps: list[int]  # L-inf budgets in 8-bit levels: eps/255 in [0, 1] units
     steps: int | None = None  # PGD steps of every gradient method (None: the preset's, per method)
     preset: str = "fast"  # method parameters and default steps from guard/presets.py: "fast" or "reference"
-    seed: int = 0  # seed of every protection and every video (the same for original and guarded)
+    seed: int = 0  # the protections' own seed (PGD, noise draws, EOT, I2VGuard's clean video V0)
+    video_seeds: list[int] = field(default_factory=video_seeds)  # every pair of videos is made at each
     robust: bool = False  # protect through random JPEG / resize / crop (EOT, see guard.optimize)
     frames: int | None = None  # frames per video (None: the model's default)
     video_steps: int | None = None  # denoising steps per video (None: the model's default)
@@ -93,13 +122,19 @@ class EvalConfig:
             raise ValueError(f"preset must be 'fast' or 'reference', got {self.preset!r}")
         if self.frames is not None and self.frames < 2:
             raise ValueError(f"frames must be >= 2 to measure motion, got {self.frames}")
+        if not self.video_seeds or len(set(self.video_seeds)) != len(self.video_seeds) or any(
+                not (isinstance(s, int) and s >= 0) for s in self.video_seeds):
+            raise ValueError(f"video_seeds must be distinct integers >= 0, at least one, got {self.video_seeds!r}")
+        if self.seed in self.video_seeds:
+            raise ValueError(f"the protection seed {self.seed} is also a video seed: a protection must never see "
+                             "the seeds it is judged on; choose a protection seed outside the video seeds")
 
 
 @dataclass
 class Report:
     rows: list[dict] = field(default_factory=list)  # the rows of results.csv
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file name, why)
-    curves: dict = field(default_factory=dict)  # image -> {"original" | "method/eps": {name: list per frame}}
+    curves: dict = field(default_factory=dict)  # image -> video seed -> {"original" | "method/eps": {name: list}}
     images_done: int = 0
     images_total: int = 0
     seconds: float = 0.0
@@ -126,12 +161,15 @@ def run(target: Target, files: list[Path], config: EvalConfig, out_dir: str | os
     out = Path(out_dir)
     if (out / "results.csv").exists() and not overwrite:
         raise io.InputError(f"{out} already holds a report (results.csv): choose another folder or overwrite it")
+    target.check_num_frames(config.frames)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "videos").mkdir(exist_ok=True)
     report = Report(images_total=len(files))
     host = machine(target)
     start = time.perf_counter()
-    per_image = 1 + len(config.methods) * len(config.eps)  # units of the progress bar: videos of originals + protections
+    seeds = config.video_seeds
+    # units of the progress bar: one per set of videos (original, or one protection), per video seed
+    per_image = len(seeds) * (1 + len(config.methods) * len(config.eps))
     with tqdm(total=len(files) * per_image, desc="evaluate", disable=not progress) as bar, \
             open(out / "results.csv", "w", newline="") as csv_file:
         writer = None
@@ -146,28 +184,32 @@ def run(target: Target, files: list[Path], config: EvalConfig, out_dir: str | os
             for notice in notices:
                 logger.info("note: %s", notice)
             curves = report.curves.setdefault(path.stem, {})
-            bar.set_postfix_str(f"{path.name}: original")
             original = np.asarray(target.prepare_image(image))  # (H, W, 3) uint8, what protect measures against
-            references = {prefix: _video(target, transform(original), config,
-                                         out / "videos" / f"{path.stem}_{prefix}original.mp4")
-                          for prefix, transform in CONDITIONS.items()}
-            curves["original"] = dict(flow=metrics.flow_per_frame(references[""]).tolist(),
-                                      change=metrics.temporal_change_per_frame(references[""]).tolist())
-            bar.update(1)
+            references = {}  # video seed -> condition -> frames of the original's video
+            for seed in seeds:
+                bar.set_postfix_str(f"{path.name}: original, video seed {seed}")
+                references[seed] = {prefix: _video(target, transform(original), seed, config,
+                                                   out / "videos" / f"{path.stem}_{prefix}original.mp4"
+                                                   if seed == seeds[0] else None)
+                                    for prefix, transform in CONDITIONS.items()}
+                curves.setdefault(str(seed), {})["original"] = dict(
+                    flow=metrics.flow_per_frame(references[seed][""]).tolist(),
+                    change=metrics.temporal_change_per_frame(references[seed][""]).tolist())
+                bar.update(1)
             for name in config.methods:
                 for eps in config.eps:
                     bar.set_postfix_str(f"{path.name}: {name} {eps}/255")
-                    row, curve = _evaluate_one(target, image, path, name, eps, config, references, out)
-                    curves[f"{name}/{eps}"] = curve
-                    if writer is None:
-                        writer = csv.DictWriter(csv_file, fieldnames=list(row))
-                        writer.writeheader()
-                    writer.writerow(row)
-                    csv_file.flush()
-                    report.rows.append(row)
+                    for row, seed, curve in _evaluate_one(target, image, path, name, eps, config, references, out):
+                        curves[str(seed)][f"{name}/{eps}"] = curve
+                        if writer is None:
+                            writer = csv.DictWriter(csv_file, fieldnames=list(row))
+                            writer.writeheader()
+                        writer.writerow(row)
+                        csv_file.flush()
+                        report.rows.append(row)
+                        bar.update(1)
                     report.seconds = time.perf_counter() - start
                     write_outputs(report, config, out, command, host, plots=False)
-                    bar.update(1)
             report.images_done += 1
             write_outputs(report, config, out, command, host)
     report.seconds = time.perf_counter() - start
@@ -175,16 +217,18 @@ def run(target: Target, files: list[Path], config: EvalConfig, out_dir: str | os
     return report
 
 
-def _video(target: Target, image: np.ndarray, config: EvalConfig, mp4: Path) -> np.ndarray:
-    """Frames (F, H, W, 3) uint8 of the video made from an 8-bit image, saved to `mp4` too."""
-    video = target.generate(PIL.Image.fromarray(image), seed=config.seed, num_frames=config.frames,
+def _video(target: Target, image: np.ndarray, seed: int, config: EvalConfig, mp4: Path | None) -> np.ndarray:
+    """Frames (F, H, W, 3) uint8 of the video made from an 8-bit image with `seed`; saved to `mp4` if given."""
+    video = target.generate(PIL.Image.fromarray(image), seed=seed, num_frames=config.frames,
                             num_inference_steps=config.video_steps)
-    io.save_video(video.frames, mp4)
+    if mp4 is not None:
+        io.save_video(video.frames, mp4)
     return video.frames
 
 
-def _evaluate_one(target, image, path, name, eps, config, references, out) -> tuple[dict, dict]:
-    """Protect one image with one method at one eps and measure it: (results.csv row, per-frame curves)."""
+def _evaluate_one(target, image, path, name, eps, config, references, out):
+    """Protect one image with one method at one eps, then measure it at every video seed: yields
+    (results.csv row, video seed, per-frame curves) per seed."""
     steps, params = settings_for(name, config.preset, target)
     steps = steps if config.steps is None else config.steps
     method = get_method(name, **params)
@@ -194,19 +238,23 @@ def _evaluate_one(target, image, path, name, eps, config, references, out) -> tu
     io.save_png(protection.image, out / "images" / f"{tag}.png")
     original, guarded = np.asarray(protection.original), np.asarray(protection.image)
     loss = protection.history.get("loss", [])
-    row = dict(image=path.name, method=name, eps=eps, steps=steps if method.uses_gradient else 0,
-               params=json.dumps(params), robust=config.robust, seed=config.seed, seconds=round(protection.seconds, 3),
-               loss_start=loss[0] if loss else math.nan, loss_end=loss[-1] if loss else math.nan,
-               **metrics.imperceptibility(original, guarded))
-    videos = {}
-    for prefix, transform in CONDITIONS.items():
-        videos[prefix] = _video(target, transform(guarded), config, out / "videos" / f"{tag}_{prefix}guarded.mp4")
-        row.update({prefix + k: v for k, v in metrics.compare_videos(references[prefix], videos[prefix]).items()})
-    d = metrics.disruption(references[""], videos[""])
-    curve = dict(flow=metrics.flow_per_frame(videos[""]).tolist(),
-                 change=metrics.temporal_change_per_frame(videos[""]).tolist(),
-                 video_psnr=d["psnr_per_frame"].tolist(), video_ssim=d["ssim_per_frame"].tolist())
-    return row, curve
+    common = dict(steps=steps if method.uses_gradient else 0,
+                  params=json.dumps(params), robust=config.robust, protect_seed=config.seed,
+                  seconds=round(protection.seconds, 3), loss_start=loss[0] if loss else math.nan,
+                  loss_end=loss[-1] if loss else math.nan, **metrics.imperceptibility(original, guarded))
+    for seed in config.video_seeds:
+        row = dict(image=path.name, method=name, eps=eps, video_seed=seed, **common)
+        videos = {}
+        for prefix, transform in CONDITIONS.items():
+            mp4 = out / "videos" / f"{tag}_{prefix}guarded.mp4" if seed == config.video_seeds[0] else None
+            videos[prefix] = _video(target, transform(guarded), seed, config, mp4)
+            compared = metrics.compare_videos(references[seed][prefix], videos[prefix])
+            row.update({prefix + k: v for k, v in compared.items()})
+        d = metrics.disruption(references[seed][""], videos[""])
+        curve = dict(flow=metrics.flow_per_frame(videos[""]).tolist(),
+                     change=metrics.temporal_change_per_frame(videos[""]).tolist(),
+                     video_psnr=d["psnr_per_frame"].tolist(), video_ssim=d["ssim_per_frame"].tolist())
+        yield row, seed, curve
 
 
 # -- outputs ---------------------------------------------------------------------------------------
@@ -218,15 +266,68 @@ def write_outputs(report: Report, config: EvalConfig, out: Path, command: str, h
         plot(report, config, out)
 
 
-def mean_std(values) -> str:
-    """'mean ± std' of the finite values, then how many were inf or nan (never silently dropped)."""
-    values = np.asarray(values, dtype=np.float64)
-    finite = values[np.isfinite(values)]
-    text = f"{finite.mean():.3g} ± {finite.std():.2g}" if finite.size else "-"
-    if finite.size < values.size:
-        kinds = [k for k, bad in (("inf", np.isinf(values).any()), ("nan", np.isnan(values).any())) if bad]
-        text += f" ({values.size - finite.size} {'/'.join(kinds)})"
+def interval(values_by_image: dict[str, list[float]]) -> dict:
+    """Mean and 95% confidence interval of a quantity measured per image and video seed.
+
+    values_by_image: image -> its values (one per video seed). Non-finite values are left out and
+    counted. The unit is the image: each image's mean over its finite values, then a t-interval over
+    the image means (df = images - 1); with a single image, a t-interval over its values. Returns
+    mean, low, high (nan where there are too few units), n (units), unit ("images" | "seeds"),
+    bad ({"inf": k, "nan": k} of the values left out)."""
+    bad = {"inf": 0, "nan": 0}
+    per_image = []
+    for values in values_by_image.values():
+        values = np.asarray(values, dtype=np.float64)
+        bad["inf"] += int(np.isinf(values).sum())
+        bad["nan"] += int(np.isnan(values).sum())
+        per_image.append(values[np.isfinite(values)])
+    per_image = [v for v in per_image if v.size]
+    if len(per_image) == 1:
+        units, unit = per_image[0], "seeds"
+    else:
+        units, unit = np.array([v.mean() for v in per_image]), "images"
+    n = len(units)
+    mean = float(units.mean()) if n else math.nan
+    low = high = math.nan
+    if n >= 2:
+        half = scipy.stats.t.ppf(0.975, n - 1) * units.std(ddof=1) / math.sqrt(n)
+        low, high = mean - half, mean + half
+    return dict(mean=mean, low=low, high=high, n=n, unit=unit, bad={k: v for k, v in bad.items() if v})
+
+
+def format_interval(stats: dict, mark_nonzero: bool = False) -> str:
+    """'mean [low, high]' (3 significant digits), '*' after it when asked and the interval excludes 0,
+    then how many values were inf or nan (never silently dropped)."""
+    if not stats["n"]:
+        text = "-"
+    elif math.isnan(stats["low"]):
+        text = f"{stats['mean']:.3g}"
+    else:
+        text = f"{stats['mean']:.3g} [{stats['low']:.3g}, {stats['high']:.3g}]"
+        if mark_nonzero and (stats["low"] > 0 or stats["high"] < 0):
+            text += " *"
+    if stats["bad"]:
+        text += f" ({', '.join(f'{k} {kind}' for kind, k in stats['bad'].items())})"
     return text
+
+
+def by_image(rows: list[dict], column: str) -> dict[str, list[float]]:
+    grouped: dict[str, list[float]] = {}
+    for r in rows:
+        grouped.setdefault(r["image"], []).append(float(r[column]))
+    return grouped
+
+
+def differences_from_control(rows: list[dict], method: str, eps: int, column: str) -> dict[str, list[float]]:
+    """image -> [row of `method` - row of the control], paired on (image, eps, video seed)."""
+    control = {(r["image"], r["video_seed"]): float(r[column]) for r in rows
+               if r["method"] == CONTROL and r["eps"] == eps}
+    grouped: dict[str, list[float]] = {}
+    for r in rows:
+        key = (r["image"], r["video_seed"])
+        if r["method"] == method and r["eps"] == eps and key in control:
+            grouped.setdefault(r["image"], []).append(float(r[column]) - control[key])
+    return grouped
 
 
 def summary(report: Report, config: EvalConfig, command: str, host: dict) -> str:
@@ -243,35 +344,61 @@ def summary(report: Report, config: EvalConfig, command: str, host: dict) -> str
         f"device {host['device']}, {host['dtype']}.",
         "",
         f"Model: {host['model']} at {host['size']}; videos of {config.frames or host['frames']} frames, "
-        f"{config.video_steps or host['video_steps']} denoising steps, seed {config.seed}.",
+        f"{config.video_steps or host['video_steps']} denoising steps, video seeds "
+        f"{', '.join(map(str, config.video_seeds))}; protections with their own seed {config.seed}.",
         "",
         f"Settings: {json.dumps(asdict(config))}. Run {state}, {report.seconds / 60:.1f} min.",
         "",
     ]
-    originals = [c["original"]["flow"] for c in report.curves.values()]
+    originals = {image: [float(np.mean(c["original"]["flow"])) for c in per_seed.values()]
+                 for image, per_seed in report.curves.items() if per_seed}
     if originals:
-        lines += [f"Videos of the originals: mean optical flow {mean_std([np.mean(f) for f in originals])} px/frame "
-                  f"over {len(originals)} images.", ""]
-    header = ["method", "eps", "n", *[h for _, h in KEY_COLUMNS]]
+        lines += [f"Videos of the originals: mean optical flow {format_interval(interval(originals))} px/frame "
+                  f"(mean [95% CI]) over {len(originals)} images x {len(config.video_seeds)} video seeds.", ""]
+    header = ["method", "eps", "images x seeds", *[h for _, h in KEY_COLUMNS]]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in config.methods:
         for eps in config.eps:
             group = [r for r in rows if r["method"] == name and r["eps"] == eps]
             if group:
-                cells = [mean_std([r[c] for r in group]) for c, _ in KEY_COLUMNS]
-                lines.append("| " + " | ".join([name, f"{eps}/255", str(len(group)), *cells]) + " |")
+                cells = [format_interval(interval(by_image(group, c))) for c, _ in KEY_COLUMNS]
+                n = f"{len({r['image'] for r in group})} x {len({r['video_seed'] for r in group})}"
+                lines.append("| " + " | ".join([name, f"{eps}/255", n, *cells]) + " |")
     lines += [
         "",
-        "Mean ± std over images. PSNR, SSIM: guarded vs original photo (at the model's resolution). Flow ratio,"
+        "Mean [95% confidence interval]: a t-interval over images of each image's mean over its video seeds"
+        " (the seeds of one image share its protection: the image is the unit; with one image, the seeds)."
+        " PSNR, SSIM: guarded vs original photo (at the model's resolution). Flow ratio,"
         " change ratio: mean optical flow (Farneback) and mean 1 - SSIM of consecutive frames, video of the"
-        " guarded photo / video of the original (same seed): < 1 = frozen. Video PSNR, SSIM: per-frame, guarded"
-        " video vs original video: low = ruined. JPEG (q=75) and resize (0.75x and back) flow ratios: the same"
-        " after both photos went through that transformation. Seconds: protection wall time. Every column,"
-        " per-frame arrays and the videos are in results.csv, per_frame.json and videos/.",
-        "",
-        SKIPPED_SCORERS,
+        " guarded photo / video of the original (same video seed): < 1 = frozen. Video PSNR, SSIM: per-frame,"
+        " guarded video vs original video: low = ruined. JPEG (q=75) and resize (0.75x and back) flow ratios:"
+        " the same after both photos went through that transformation. Seconds: protection wall time. Every"
+        " column, per-frame arrays and the first seed's videos are in results.csv, per_frame.json and videos/.",
         "",
     ]
+    others = [m for m in config.methods if m != CONTROL]
+    if CONTROL in config.methods and others:
+        header = ["method", "eps", "pairs", *[f"Δ {h}" for _, h in EFFECT_COLUMNS]]
+        lines += [f"### Difference from the {CONTROL} control", "",
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for name in others:
+            for eps in config.eps:
+                diffs = {c: differences_from_control(rows, name, eps, c) for c, _ in EFFECT_COLUMNS}
+                pairs = sum(len(v) for v in diffs[EFFECT_COLUMNS[0][0]].values())
+                if pairs:
+                    cells = [format_interval(interval(diffs[c]), mark_nonzero=True) for c, _ in EFFECT_COLUMNS]
+                    lines.append("| " + " | ".join([name, f"{eps}/255", str(pairs), *cells]) + " |")
+        lines += [
+            "",
+            f"Paired differences: each row minus the {CONTROL} row of the same image, eps and video seed (the"
+            f" {CONTROL} control spends the full budget, +-eps on every pixel), averaged per image; mean [95% CI]"
+            " as above. * = the interval excludes 0: the method differs from the control at the 5% level"
+            " (two-sided paired t-test on the image means). No * = no measurable difference from noise.",
+            "",
+        ]
+    else:
+        lines += [f"The {CONTROL} control was not run: add it to --methods to compare each method with it.", ""]
+    lines += [SKIPPED_SCORERS, ""]
     if report.skipped:
         lines += ["Skipped (unreadable):", ""] + [f"- {why}" for _, why in report.skipped] + [""]
     return "\n".join(lines)
@@ -289,9 +416,10 @@ def plot(report: Report, config: EvalConfig, out: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for key, label in [("original", "original"), *[(f"{m}/{largest}", m) for m in config.methods]]:
         for ax, quantity in zip(axes, ["flow", "change"]):
-            per_image = [c[key][quantity] for c in report.curves.values() if key in c]
-            if per_image:
-                ax.plot(range(1, len(per_image[0]) + 1), np.mean(per_image, axis=0), marker="o", label=label,
+            per_video = [c[key][quantity] for per_seed in report.curves.values() for c in per_seed.values()
+                         if key in c]
+            if per_video:
+                ax.plot(range(1, len(per_video[0]) + 1), np.mean(per_video, axis=0), marker="o", label=label,
                         linewidth=2.5 if key == "original" else 1.5, color="black" if key == "original" else None)
     axes[0].set(title=f"optical flow (eps {largest}/255)", xlabel="frame pair", ylabel="px / frame")
     axes[1].set(title=f"1 - SSIM of consecutive frames (eps {largest}/255)", xlabel="frame pair")

@@ -68,10 +68,12 @@ def load_image(source: str | os.PathLike | PIL.Image.Image) -> tuple[PIL.Image.I
 
 def _to_rgb8(image: PIL.Image.Image, name: str, notices: list[str]) -> PIL.Image.Image:
     mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit or float grayscale: scale to 8 bits
+    if mode.startswith("I") or mode.startswith("F"):  # 16/32-bit integer or float grayscale: scale to 8 bits
+        # by the mode's range, never by the content (a dark 16-bit image stays dark): integers are
+        # 16-bit samples (0..65535; PIL opens 16-bit PNG and TIFF as I;16 or I), floats are in [0, 1]
         array = np.asarray(image, dtype=np.float64)
-        scale = 255.0 / 65535.0 if float(array.max()) > 255 else 1.0
-        array = np.clip(array * scale, 0, 255).round().astype(np.uint8)
+        scale = 255.0 if mode.startswith("F") else 255.0 / 65535.0
+        array = np.clip(np.nan_to_num(array * scale), 0, 255).round().astype(np.uint8)
         notices.append(f"{name}: {mode} image converted to 8 bits")
         return PIL.Image.fromarray(array, "L").convert("RGB")
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):

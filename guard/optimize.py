@@ -30,8 +30,13 @@ class PGDConfig:
     steps: int = 50  # gradient steps
     step_size: float | None = None  # per-step change; None: 2.5 * eps / steps (Madry et al.), at least 0.25/255
     random_start: bool = True  # start from a uniform point in the eps-ball
-    robust: bool = False  # EOT: average the loss over random JPEG / resize / crop of the image
-    seed: int = 0  # seeds one torch.Generator: random start, noise levels, noises, EOT draws
+    # EOT: each step takes its loss on one random JPEG / resize / crop (`random_transform`) of the image,
+    # the method's clean references transformed alike; over the steps PGD descends the expected loss
+    robust: bool = False
+    # the protection's own seed: one torch.Generator for every randomness of the protection (random
+    # start, noise levels and noises, EOT draws, the noise control, SVD's noise augmentation) and the
+    # seed of I2VGuard's clean video V0. Never use it as the seed of a video the protection is judged on.
+    seed: int = 0
 
     def __post_init__(self):
         if not 0.0 <= self.eps <= 1.0:
@@ -69,7 +74,7 @@ def jpeg_bpda(x: torch.Tensor, quality: int) -> torch.Tensor:
     """Real JPEG in the forward pass, identity in the backward pass (BPDA, Athalye et al. 2018)."""
     out = []
     for img in x.detach().clamp(0, 1):
-        array = (img.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+        array = (img.permute(1, 2, 0).float().cpu().numpy() * 255).round().astype(np.uint8)
         buffer = _io.BytesIO()
         PIL.Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
         decoded = np.asarray(PIL.Image.open(buffer).convert("RGB"), dtype=np.float32) / 255
@@ -78,23 +83,53 @@ def jpeg_bpda(x: torch.Tensor, quality: int) -> torch.Tensor:
     return x + (jpeg - x).detach()
 
 
-def random_transform(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One random 'posted online' transformation, differentiable (JPEG through BPDA):
-    JPEG at quality 60-95, a down-and-up resize by 0.5-1.0, or a crop of 80-100% resized back."""
-    h, w = x.shape[-2:]
+@dataclass(frozen=True)
+class Transform:
+    """One "posted online" transformation with fixed parameters, differentiable (JPEG through BPDA).
+    Called on images (..., 3, H, W) in [0, 1] (a batch, or video frames (B, F, 3, H, W)), it does
+    the same thing to every image, so a method can apply one step's transformation to the guarded
+    image and to the clean references it compares it with.
+
+    kind "jpeg": JPEG at `quality`; "resize": down by `scale` and back up; "crop": the window of
+    `frac` of each side at (`top`, `left`) (fractions of the free room), resized back."""
+
+    kind: str
+    quality: int = 95
+    scale: float = 1.0
+    frac: float = 1.0
+    top: float = 0.0
+    left: float = 0.0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(-1, *shape[-3:])
+        h, w = shape[-2:]
+        if self.kind == "jpeg":
+            y = jpeg_bpda(x, self.quality)
+        elif self.kind == "resize":
+            size = (max(8, round(h * self.scale)), max(8, round(w * self.scale)))
+            small = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+            y = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+        elif self.kind == "crop":
+            ch, cw = max(8, round(h * self.frac)), max(8, round(w * self.frac))
+            top, left = int(self.top * (h - ch + 1)), int(self.left * (w - cw + 1))
+            y = F.interpolate(x[..., top:top + ch, left:left + cw], size=(h, w), mode="bilinear", align_corners=False)
+        else:
+            raise ValueError(f"unknown transformation {self.kind!r}")
+        return y.reshape(shape)
+
+
+def random_transform(generator: torch.Generator) -> Transform:
+    """One of three kinds, equally likely: JPEG at a quality drawn uniformly from 60..95 (inclusive),
+    a down-and-up resize by a factor uniform in [0.5, 1), or a crop of a fraction uniform in [0.8, 1)
+    of each side at a uniform position, resized back."""
     draw = lambda: float(torch.rand((), generator=generator, device=generator.device))  # noqa: E731
-    kind = int(draw() * 3)
-    if kind == 0:
-        return jpeg_bpda(x, quality=int(60 + 35 * draw()))
-    if kind == 1:
-        scale = 0.5 + 0.5 * draw()
-        small = F.interpolate(x, size=(max(8, round(h * scale)), max(8, round(w * scale))), mode="bilinear",
-                              align_corners=False, antialias=True)
-        return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
-    frac = 0.8 + 0.2 * draw()
-    ch, cw = max(8, round(h * frac)), max(8, round(w * frac))
-    top, left = int(draw() * (h - ch + 1)), int(draw() * (w - cw + 1))
-    return F.interpolate(x[..., top:top + ch, left:left + cw], size=(h, w), mode="bilinear", align_corners=False)
+    kind = ("jpeg", "resize", "crop")[min(int(draw() * 3), 2)]
+    if kind == "jpeg":
+        return Transform("jpeg", quality=60 + min(int(draw() * 36), 35))
+    if kind == "resize":
+        return Transform("resize", scale=0.5 + 0.5 * draw())
+    return Transform("crop", frac=0.8 + 0.2 * draw(), top=draw(), left=draw())
 
 
 # -- the loop --------------------------------------------------------------------------------------
@@ -112,28 +147,33 @@ def protect(target: Target, image: PIL.Image.Image, method, config: PGDConfig | 
             callback=None) -> Protection:
     """Guard `image` against `target` with `method` (an object from `guard.methods`).
 
-    callback(step, steps, terms) is called after every step with the step's loss terms (floats)."""
+    callback(step, steps, terms) is called after every step with the step's loss terms (floats).
+    A gradient method needs steps >= 1: with none it would return its starting point (the unchanged
+    image, or with random_start a noise draw) under its own name; ValueError."""
     config = config or PGDConfig()
+    if method.uses_gradient and config.steps < 1:
+        raise ValueError(f"{method.name} needs at least 1 step (0 steps would optimise nothing; "
+                         "the 'noise' method is the no-optimisation control)")
     start = time.perf_counter()
     original = target.prepare_image(image)
     x = target.to_tensor(original)  # (1, 3, H, W) in [0, 1], exactly the 8-bit pixels
     generator = torch.Generator(target.device).manual_seed(config.seed)
     eps, alpha = config.eps, config.alpha
 
-    def uniform_ball() -> torch.Tensor:
-        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return (x + (2 * u - 1) * eps).clamp(0, 1)
-
     history: dict[str, list[float]] = {}
     if not method.uses_gradient:  # a control: a random point of the ball, nothing optimised
-        x_adv = uniform_ball()
+        x_adv = method.perturb(x, eps, generator)
     else:
         method.setup(target, x, generator)
-        x_adv = uniform_ball() if config.random_start else x.clone()
+        if config.random_start:
+            u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x_adv = (x + (2 * u - 1) * eps).clamp(0, 1)
+        else:
+            x_adv = x.clone()
         for step in range(config.steps):
             x_adv.requires_grad_(True)
-            x_in = random_transform(x_adv, generator) if config.robust else x_adv
-            terms = method.loss(target, x_in, generator)
+            transform = random_transform(generator) if config.robust else None
+            terms = method.loss(target, x_adv, generator, transform)
             (grad,) = torch.autograd.grad(terms["loss"], x_adv)
             with torch.no_grad():
                 # descend on the method's loss, then project onto the eps-ball and the valid range

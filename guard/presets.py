@@ -3,9 +3,18 @@
 `python -m guard evaluate --preset`).
 
 What the fast settings change, each a lever measured in the README's performance section:
-fewer PGD steps; fewer frames during the attack than at generation (attention maps over 8 frames
-instead of 25); for I2VGuard a cheaper clean video V0 (fewer frames and denoising steps) and 4 noise
-draws fixed at setup, so the clean image's reference maps are computed once instead of every step.
+fewer PGD steps; on the SVD family fewer frames during the attack than at generation (attention maps
+over 8 frames instead of 25; SVD's temporal position embedding of frames 0-7 is the same at any
+length); for I2VGuard a cheaper clean video V0 (fewer frames and denoising steps) and noise draws fixed
+at setup, so the clean image's reference maps are computed once instead of every step.
+
+CogVideoX-5B-I2V always attacks its full 49 frames: at any other count diffusers replaces its learned
+positional embedding with a sin-cos one (`CogVideoXTarget.check_num_frames`), so an attack on fewer
+frames would optimise a transformer the 49-frame video never runs. Its fast settings find the speed
+elsewhere: Vid-Freeze reads the frame maps of the first 4 transformer blocks only (of 42; Immune2V
+attacks blocks 0-3 of Wan) and the forward stops after block 3; I2VGuard needs the denoiser's output
+(its diffusion term), so it keeps the whole transformer and takes fewer steps, a 4-step V0 and 2 noise
+draws.
 """
 
 from __future__ import annotations
@@ -18,26 +27,26 @@ PRESETS = {
     "noise": {"reference": (0, {}), "fast": (0, {})},
 }
 
-
-def attack_frames(target, frames: int | None) -> int | None:
-    """A frame count the target accepts, at most its own: CogVideoX needs 1 + 4k frames."""
-    if frames is not None and target.family == "cogvideox":
-        frames = 1 + 4 * max(1, (frames - 1 + 3) // 4)
-    if frames is None or frames >= target.num_frames:
-        return None
-    return frames
+#: the fast preset of a model family where it differs from PRESETS (see the module docstring)
+FAST_BY_FAMILY = {
+    "cogvideox": {
+        "vidfreeze": (16, {"layers": 4}),
+        "i2vguard": (6, {"video_steps": 4, "noise_draws": 2}),
+    },
+}
 
 
 def settings_for(method: str, preset: str, target) -> tuple[int, dict]:
-    """(steps, method parameters) of a preset for this target."""
+    """(steps, method parameters) of a preset for this target. A "frames" parameter of at least the
+    model's own count is dropped (the method then uses the model's)."""
     if method not in PRESETS:
         raise ValueError(f"unknown method {method!r}: use one of {', '.join(PRESETS)}")
     if preset not in ("fast", "reference"):
         raise ValueError(f"preset must be 'fast' or 'reference', got {preset!r}")
     steps, params = PRESETS[method][preset]
+    if preset == "fast":
+        steps, params = FAST_BY_FAMILY.get(target.family, {}).get(method, (steps, params))
     params = dict(params)
-    if "frames" in params:
-        params["frames"] = attack_frames(target, params["frames"])
-        if params["frames"] is None:
-            del params["frames"]
+    if params.get("frames") is not None and params["frames"] >= target.num_frames:
+        del params["frames"]
     return steps, params

@@ -182,9 +182,16 @@ def test_only_listed_models_load(served):
 
     app, client = served
     typed = "someone/not-a-listed-model"
-    message = error_message(client, "/protect", image=handle_file(str(EXAMPLE)), method="vidfreeze", eps=8,
-                            steps=1, model=typed, seed=0, randomize_seed=False, robust=False)
-    assert "not" in message.lower() and typed not in app._targets
+    loads, load_target = [], app.load_target
+    app.load_target = lambda name, **kwargs: loads.append(name) or load_target(name, **kwargs)
+    try:
+        message = error_message(client, "/protect", image=handle_file(str(EXAMPLE)), method="vidfreeze", eps=8,
+                                steps=1, model=typed, seed=0, randomize_seed=False, robust=False)
+    finally:
+        app.load_target = load_target
+    # refused by the dropdown's choices, or by get_target behind it; never loaded either way
+    assert typed in message and ("not in the list of choices" in message or "is not offered here" in message)
+    assert loads == []
 
 
 def test_unusual_images_are_converted(served, tmp_path):
@@ -227,9 +234,19 @@ def test_gpu_durations_grow_with_work_and_stay_bounded(served):
 
 
 def test_request_dirs_are_private(served):
+    import stat
+    import time
+
     app, _ = served
-    a, b = app.request_dir(), app.request_dir()
-    assert a != b and a.is_dir() and b.is_dir() and a.parent == b.parent
+    a = app.request_dir()
+    stale = a.parent / "req-stale"
+    stale.mkdir()
+    old = time.time() - app.REQUEST_DIR_MAX_AGE_S - 60
+    os.utime(stale, (old, old))
+    b = app.request_dir()
+    assert a.is_dir() and b.is_dir() and a.parent == b.parent and len({a.name, b.name}) == 2
+    assert stat.S_IMODE(a.stat().st_mode) == 0o700  # other local users cannot list a visitor's files
+    assert not stale.exists()  # folders older than REQUEST_DIR_MAX_AGE_S are removed
     assert app.safe_stem("/x/../My photo (1).JPG") == "My_photo_1" and app.safe_stem(None) == "image"
 
 
@@ -249,15 +266,18 @@ def test_two_visitors_at_once_get_their_own_files(served):
     """Two requests in flight together: each gets its own folder and its own result."""
     from gradio_client import Client, handle_file
 
-    _, client = served
+    app, client = served
     other = Client(client.src, verbose=False)
-    jobs = [c.submit(image=handle_file(str(EXAMPLE)), method="noise", eps=8, steps=0, model=MODEL, seed=seed,
-                     randomize_seed=False, robust=False, api_name="/protect")
-            for c, seed in ((client, 1), (other, 2))]
+    root = app.request_dir().parent
+    before = set(root.iterdir())
+    jobs = [c.submit(image=handle_file(str(EXAMPLE)), method="noise", eps=8, steps=0, model=MODEL, seed=5,
+                     randomize_seed=False, robust=False, api_name="/protect") for c in (client, other)]
     (a, *_, seed_a, _), (b, *_, seed_b, _) = (job.result(timeout=300) for job in jobs)
     other.close()
-    assert (seed_a, seed_b) == (1, 2)
-    assert Path(a).read_bytes() != Path(b).read_bytes()
+    folders = set(root.iterdir()) - before
+    # two folders on the server, each still holding its own guarded PNG; the same request, the same bytes
+    assert len(folders) == 2 and all(len(list(f.glob("*_guarded.png"))) == 1 for f in folders)
+    assert (seed_a, seed_b) == (5, 5) and Path(a).read_bytes() == Path(b).read_bytes()
 
 
 def test_python_app_py_honours_gradio_env(tmp_path):

@@ -75,3 +75,25 @@ def test_protect_never_overwrites_the_original(tmp_path):
     result = run("protect", str(image), "-o", str(image), "--model", "tiny-svd", "--method", "noise")
     assert result.returncode == 2 and "differ" in result.stderr
     assert image.read_bytes() == EXAMPLE.read_bytes()
+
+
+def test_protect_folder_keeps_images_that_share_a_name(tmp_path):
+    """a.jpg and a.png would both become a.png: each keeps its suffix instead; other names stay short."""
+    import PIL.Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    PIL.Image.open(EXAMPLE).convert("RGB").save(folder / "a.jpg")
+    (folder / "a.png").write_bytes(EXAMPLE.read_bytes())
+    (folder / "cat.png").write_bytes(EXAMPLE.read_bytes())
+    result = run("protect", str(folder), "-o", str(tmp_path / "out"), "--model", "tiny-svd",
+                 "--method", "noise", "-q", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg.png", "a.png.png", "cat.png"]
+
+
+def test_cogvideox_frame_counts_that_swap_the_positional_embedding_are_refused(tmp_path):
+    result = run("animate", str(EXAMPLE), "-o", str(tmp_path / "a.mp4"), "--model", "tiny-cogvideox",
+                 "--frames", "9", "--device", "cpu")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "17-frame videos only" in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -38,7 +38,7 @@ def test_registry_builds_tiny():
 
 
 def test_working_resolution(tiny, photo):
-    assert (tiny.height, tiny.width, tiny.num_frames, tiny.num_inference_steps) == (64, 96, 9, 3)
+    assert (tiny.height, tiny.width, tiny.num_frames, tiny.num_inference_steps) == (64, 96, 17, 3)
     assert tiny.prepare_image(photo).size == (tiny.width, tiny.height)
     assert "transformer_blocks" in tiny.attention_layers
 
@@ -194,12 +194,82 @@ def test_generate_is_seeded(tiny, photo):
     assert calls == [(1, 2), (2, 2)]
     assert a.latents.shape == (1, *latent_shape(tiny)) and c.latents is None
     assert a.settings["seed"] == 0 and a.settings["model"] == "tiny-cogvideox" and a.settings["num_inference_steps"] == 2
-    # the returned latents live where encode_video puts frames
-    frames = torch.from_numpy(a.frames).permute(0, 3, 1, 2)[None].float() / 255
+
+
+def test_video_latents_are_in_the_pipelines_space(tiny, photo):
+    """encode_video puts frames where the pipeline's latents live: its `decode_latents` (which divides
+    by the scaling factor) turns them into exactly what the VAE's own round trip gives."""
+    video = tiny.generate(photo, seed=0, num_inference_steps=2, return_latents=True)
+    frames = torch.from_numpy(video.frames).permute(0, 3, 1, 2)[None].float() / 255  # (1, F, 3, H, W)
     with torch.no_grad():
-        assert tiny.encode_video(frames).shape == a.latents.shape
+        encoded = tiny.encode_video(frames)
+        through_pipeline = tiny.pipe.decode_latents(encoded)  # (1, 3, F, H, W)
+        posterior = tiny.vae.encode((frames * 2 - 1).transpose(1, 2)).latent_dist.mode()
+        round_trip = tiny.vae.decode(posterior).sample
+    assert encoded.shape == video.latents.shape
+    assert torch.allclose(through_pipeline, round_trip, atol=1e-5), (through_pipeline - round_trip).abs().max()
 
 
 def test_generate_rejects_bad_frame_count(tiny, photo):
     with pytest.raises(ValueError, match="num_frames"):
         tiny.generate(photo, num_frames=8)
+    # 1 + 4k, but not the count its learned positional embedding was made for: one sentence
+    with pytest.raises(ValueError, match="17-frame videos only"):
+        tiny.generate(photo, num_frames=9)
+    with pytest.raises(ValueError, match="17-frame videos only"):
+        tiny.denoise(torch.zeros(1, 3, *latent_shape(tiny)[1:]), torch.tensor([500]), tiny.condition(
+            tiny.to_tensor(tiny.prepare_image(photo))))
+
+
+def test_attacks_see_the_positional_embedding_of_the_video(photo):
+    """Every transformer call of Vid-Freeze and I2VGuard (both presets, clean video included) gets the
+    latent frame count generation gets, so diffusers' CogVideoXPatchEmbed uses the same (learned)
+    positional embedding; it never substitutes its sin-cos one. Fails if a preset attacks fewer frames."""
+    from guard.methods import get_method
+    from guard.optimize import PGDConfig, protect
+    from guard.presets import settings_for
+
+    target = tiny_cogvideox()
+    embed = target.transformer.patch_embed
+    assert embed.use_learned_positional_embeddings
+    phase, seen, substituted = ["generate"], [], []
+    make_embedding = embed._get_positional_embeddings
+
+    def spy(*args, **kwargs):
+        substituted.append(phase[0])
+        return make_embedding(*args, **kwargs)
+
+    embed._get_positional_embeddings = spy
+    hook = embed.register_forward_pre_hook(lambda module, args: seen.append((phase[0], args[1].shape[1:])))
+    try:
+        target.generate(photo, seed=0, num_inference_steps=2)
+        for method in ("vidfreeze", "i2vguard"):
+            for preset in ("fast", "reference"):
+                phase[0] = f"{method} {preset}"
+                _, params = settings_for(method, preset, target)
+                protect(target, photo, get_method(method, **params), PGDConfig(steps=1))
+    finally:
+        hook.remove()
+        del embed._get_positional_embeddings
+    generation = {shape for p, shape in seen if p == "generate"}
+    assert len(generation) == 1 and len({p for p, _ in seen}) == 5
+    assert [(p, tuple(s)) for p, s in seen if s not in generation] == []
+    assert substituted == []
+
+
+def test_maps_only_stops_after_the_blocks_read(tiny, step):
+    """capture_attention(layers=1) + maps_only: the first block's map of a full call, the same gradient,
+    and no later block runs (the forward stops inside block 0)."""
+    x, cond, out, x0, maps, noisy, level = step
+    (reference,) = torch.autograd.grad(maps[0][..., 0].sum(), x, retain_graph=True)
+    ran = []
+    hook = tiny.transformer.transformer_blocks[1].register_forward_pre_hook(lambda *a: ran.append(1))
+    try:
+        with tiny.capture_attention(layers=1) as first:
+            assert tiny.denoise(noisy, level, tiny.condition(x), maps_only=True) == (None, None)
+            (grad,) = torch.autograd.grad(first[0][..., 0].sum(), x)
+    finally:
+        hook.remove()
+    assert len(first) == 1 and not ran
+    assert torch.allclose(first[0], maps[0], atol=1e-6)
+    assert torch.allclose(grad, reference, atol=1e-7, rtol=1e-4)

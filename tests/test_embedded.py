@@ -2,7 +2,6 @@
 
 import json
 import os
-import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -12,7 +11,6 @@ import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # training/ is not a package of guard: import it from the checkout
 MODEL = os.path.join(ROOT, "guard", "models", "embedded")
 
 
@@ -74,28 +72,51 @@ def test_generates_default_video_with_frame0_close_to_input(pipe, defaults):
     assert np.abs(frames[-1] - frames[0]).mean() > 0.01
 
 
-def test_temporal_resnets_are_identities_and_maps_are_exact(pipe, defaults):
-    """The model card's design claims: temporal convolutions are off (zero last conv), so frames meet
-    only in temporal attention; and the map-materialising processor computes the same UNet output."""
-    from training.attention import TemporalAttnProcessor, set_temporal_processor
+def test_temporal_resnets_are_identities(pipe):
+    """The model card's design claim: temporal convolutions are off (zero last conv), so frames meet
+    only in temporal attention."""
+    convs = [m.conv2 for n, m in pipe.unet.named_modules() if n.endswith("temporal_res_block")]
+    assert convs and all(float(c.weight.abs().max()) == 0 and float(c.bias.abs().max()) == 0 for c in convs)
 
-    unet = pipe.unet
-    convs = [m.conv2 for n, m in unet.named_modules() if n.endswith("temporal_res_block")]
-    assert len(convs) == 11 and all(float(c.weight.abs().max()) == 0 and float(c.bias.abs().max()) == 0 for c in convs)
+
+def test_guards_recorder_is_exact_on_the_embedded_model(defaults):
+    """guard's own recorder (the one every attack reads) on the loaded embedded target: one map per
+    temporal attention layer, frames x frames, rows summing to one, the UNet's output unchanged
+    against the stock SDPA processors; maps_only stops after the layers read. Every size is read from
+    the model's configs (a replacement model may differ in size, channels and frames)."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from guard.targets import load_target
+    from guard.targets.svd import TemporalAttentionRecorder, is_temporal_self_attention
+
+    target = load_target("embedded")
+    unet = target.unet
+    recorders = {k for k, p in unet.attn_processors.items() if isinstance(p, TemporalAttentionRecorder)}
+    assert recorders == {k for k in unet.attn_processors if is_temporal_self_attention(k)}
+    assert len(recorders) == target.num_attention_layers > 0
+    assert (target.height, target.width, target.num_frames) == (defaults["height"], defaults["width"],
+                                                                defaults["num_frames"])
 
     g = torch.Generator().manual_seed(0)
-    h = defaults["height"] // 8
-    sample = torch.randn(1, defaults["num_frames"], unet.config.in_channels, h, h, generator=g)
-    emb = torch.randn(1, 1, unet.config.cross_attention_dim, generator=g)
-    ids = torch.tensor([[6.0, 127.0, 0.02]])
+    x = torch.rand(1, 3, target.height, target.width, generator=g)
+    cond = target.condition(x, generator=g)
+    h, w = cond["image_latents"].shape[-2:]
+    assert (h, w) == (target.height // target.pipe.vae_scale_factor, target.width // target.pipe.vae_scale_factor)
+    noisy = torch.randn(1, target.num_frames, unet.config.out_channels, h, w, generator=g)
+    level = torch.tensor([2.0])
     with torch.no_grad():
-        ref = unet(sample, torch.tensor([0.5]), encoder_hidden_states=emb, added_time_ids=ids).sample
+        with target.capture_attention() as maps:
+            out, _ = target.denoise(noisy, level, cond)
         saved = unet.attn_processors
-        proc = TemporalAttnProcessor("store")
-        set_temporal_processor(unet, proc)
-        out = unet(sample, torch.tensor([0.5]), encoder_hidden_states=emb, added_time_ids=ids).sample
-        unet.set_attn_processor(saved)
-    assert len(proc.maps) == 10
-    F_ = defaults["num_frames"]
-    assert all(m.shape[-2:] == (F_, F_) and torch.allclose(m.sum(-1), torch.ones(())) for m in proc.maps)
-    assert torch.allclose(out, ref, atol=1e-4), float((out - ref).abs().max())
+        unet.set_attn_processor(AttnProcessor2_0())
+        try:
+            stock, _ = target.denoise(noisy, level, cond)
+        finally:
+            unet.set_attn_processor(saved)
+        with target.capture_attention(layers=2) as first:
+            assert target.denoise(noisy, level, cond, maps_only=True) == (None, None)
+    F_ = target.num_frames
+    assert len(maps) == target.num_attention_layers
+    assert all(m.shape[-2:] == (F_, F_) and torch.allclose(m.sum(-1), torch.ones(()), atol=1e-5) for m in maps)
+    assert torch.allclose(out, stock, atol=1e-4), float((out - stock).abs().max())
+    assert len(first) == 2 and all(torch.equal(a, b) for a, b in zip(first, maps))

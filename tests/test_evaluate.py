@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from guard import cli
-from guard.evaluate import mean_std
+from guard.evaluate import EvalConfig, format_interval, interval
 
-COLUMNS = ["image", "method", "eps", "steps", "seconds", "psnr", "ssim", "linf", "flow_original", "flow_guarded",
+COLUMNS = ["image", "method", "eps", "video_seed", "protect_seed", "steps", "seconds", "psnr", "ssim", "linf",
+           "flow_original", "flow_guarded",
            "flow_ratio", "change_ratio", "disruption_psnr", "disruption_ssim", "jpeg_flow_ratio",
            "jpeg_disruption_ssim", "resize_flow_ratio", "resize_disruption_ssim"]
 
@@ -41,7 +42,7 @@ def folder(tmp_path):
 def test_evaluate_writes_rows_summary_and_plots(folder, tmp_path, monkeypatch, capsys):
     out = tmp_path / "report"
     argv = ["evaluate", str(folder), "--model", "tiny-svd", "--device", "cpu", "--methods", "noise,photoguard",
-            "--eps", "4,8", "--steps", "2", "--video-steps", "2", "-o", str(out), "-q"]
+            "--eps", "4,8", "--steps", "2", "--video-steps", "2", "--video-seeds", "2", "-o", str(out), "-q"]
     monkeypatch.setattr(sys, "argv", ["guard", *argv])
 
     assert cli.main(argv) == 1  # one file skipped, the run went on
@@ -49,37 +50,66 @@ def test_evaluate_writes_rows_summary_and_plots(folder, tmp_path, monkeypatch, c
 
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 * 2 * 2  # images x methods x eps
+    assert len(rows) == 2 * 2 * 2 * 2  # images x methods x eps x video seeds
     assert set(COLUMNS) <= set(rows[0])
-    assert {(r["image"], r["method"], r["eps"]) for r in rows} == {
-        (f"photo{i}.png", m, e) for i in range(2) for m in ["noise", "photoguard"] for e in ["4", "8"]}
+    assert {(r["image"], r["method"], r["eps"], r["video_seed"]) for r in rows} == {
+        (f"photo{i}.png", m, e, s) for i in range(2) for m in ["noise", "photoguard"] for e in ["4", "8"]
+        for s in ["1000", "1001"]}
+    assert {r["protect_seed"] for r in rows} == {"0"}  # the protections' own seed, not a video seed
     for r in rows:
-        for column in COLUMNS[3:]:
+        for column in COLUMNS[5:]:
             assert math.isfinite(float(r[column])), (column, r)
         assert 0 < int(r["linf"]) <= int(r["eps"])  # the budget holds, and something was changed
         assert int(r["steps"]) == (0 if r["method"] == "noise" else 2)
         assert math.isnan(float(r["loss_end"])) == (r["method"] == "noise")
+    # one protection per image, method and eps, judged at both seeds: the same guarded image, other videos
+    for i in range(2):
+        pair = [r for r in rows if r["image"] == f"photo{i}.png" and r["method"] == "photoguard" and r["eps"] == "8"]
+        assert pair[0]["psnr"] == pair[1]["psnr"] and pair[0]["flow_original"] != pair[1]["flow_original"]
 
     summary = (out / "summary.md").read_text()
     assert "python -m guard evaluate" in summary and "--methods noise,photoguard" in summary
-    assert "torch" in summary and "CPUs" in summary
-    assert "| photoguard | 8/255 | 2 |" in summary and "| noise | 4/255 | 2 |" in summary
+    assert "torch" in summary and "CPUs" in summary and "video seeds 1000, 1001" in summary
+    assert "| photoguard | 8/255 | 2 x 2 |" in summary and "| noise | 4/255 | 2 x 2 |" in summary
+    assert "t-interval over images" in summary
+    assert "### Difference from the noise control" in summary and "| photoguard | 4/255 | 4 |" in summary
     assert "skipped: no VBench scorers here" in summary
     assert "broken.png" in summary
     for name in ["motion_per_frame.png", "effect_vs_eps.png"]:
         with PIL.Image.open(out / name) as image:
             assert image.width > 100
     assert len(list((out / "images").glob("*.png"))) == 8
+    assert len(list((out / "videos").glob("*.mp4"))) == 2 * 3 * (1 + 4)  # the first seed's videos only
 
     # a second run into the same folder is refused before it writes anything (it would corrupt the first)
     assert cli.main(argv) == 2
     assert "already holds a report" in capsys.readouterr().err
 
 
-def test_mean_std_counts_what_it_cannot_average():
-    assert mean_std([1.0, 3.0]) == "2 ± 1"
-    assert mean_std([1.0, 3.0, float("inf")]) == "2 ± 1 (1 inf)"
-    assert mean_std([float("nan")]) == "- (1 nan)"
+def test_protection_never_sees_a_video_seed(folder, tmp_path, capsys):
+    with pytest.raises(ValueError, match="protection seed 1001 is also a video seed"):
+        EvalConfig(methods=["noise"], eps=[8], seed=1001, video_seeds=[1000, 1001])
+    argv = ["evaluate", str(folder), "--model", "tiny-svd", "--methods", "noise", "--seed", "1000", "-o",
+            str(tmp_path / "r")]
+    assert cli.main(argv) == 2
+    assert "also a video seed" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_interval_is_a_t_interval_over_images():
+    # two images, two seeds each: the image means 2 and 4, then t(0.975, df=1) = 12.706
+    stats = interval({"a": [1.0, 3.0], "b": [4.0, 4.0]})
+    assert stats["mean"] == 3.0 and stats["n"] == 2 and stats["unit"] == "images"
+    assert stats["high"] - 3.0 == pytest.approx(12.7062 * math.sqrt(2) / math.sqrt(2), rel=1e-4)
+    assert format_interval(stats) == "3 [-9.71, 15.7]"
+    # one image: its seeds are the unit
+    one = interval({"a": [1.0, 3.0]})
+    assert one["unit"] == "seeds" and one["n"] == 2
+    # an interval that excludes 0 is marked when asked; non-finite values are counted, never dropped silently
+    positive = interval({"a": [1.0, 1.1], "b": [0.9, 1.0], "c": [1.0, 1.2]})
+    assert format_interval(positive, mark_nonzero=True).endswith("*") and not format_interval(positive).endswith("*")
+    assert format_interval(interval({"a": [1.0, float("inf")], "b": [3.0]})) == "2 [-10.7, 14.7] (1 inf)"
+    assert format_interval(interval({"a": [float("nan")]})) == "- (1 nan)"
 
 
 def test_bad_eps_list_is_one_line(folder, tmp_path, capsys):

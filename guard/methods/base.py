@@ -17,7 +17,13 @@ class Method:
 
     setup() computes what stays fixed during the attack (clean references, targets) without
     gradients; loss() is called once per PGD step with the current guarded image (B, 3, H, W) in
-    [0, 1] and returns named scalar terms, "loss" being the one minimised."""
+    [0, 1] and returns named scalar terms, "loss" being the one minimised.
+
+    Every randomness comes from `generator`, the protection's own (seeded with `PGDConfig.seed`).
+    In robust mode loss() also gets that step's `transform` (`guard.optimize.Transform`): the method
+    applies it to the guarded image and to every reference computed from the clean image, so that a
+    transformed guarded image is never compared with an untransformed reference. Targets (the gray
+    image, the target video) are what the model should see whatever happened to the photo: kept."""
 
     name = ""
     uses_gradient = True
@@ -28,7 +34,8 @@ class Method:
     def setup(self, target: Target, x: torch.Tensor, generator: torch.Generator) -> None:
         pass
 
-    def loss(self, target: Target, x_adv: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def loss(self, target: Target, x_adv: torch.Tensor, generator: torch.Generator,
+             transform=None) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def teardown(self) -> None:

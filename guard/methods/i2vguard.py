@@ -16,14 +16,22 @@ Choices the paper leaves open, made here (each one is a parameter):
   at the clean image, so each starts at 1 and weights of 1 balance the terms whatever the model size.
   The hinge thresholds are absolute: tau1 in latent mean-square units (the latents have unit
   variance), tau2 in mean squared row distance of the F x F temporal maps (0 = equal, 2 = disjoint).
+- L_enc is taken on the latent the pipeline conditions on: for SVD that is E(I_adv + 0.02 n), with
+  SVD's noise augmentation (a fresh n from the protection's generator every step), not the paper's
+  E(I_adv); CogVideoX has no augmentation. Its normaliser is measured without noise.
 - L_att: the poster writes tau2 - ||A_adv - A_src||^2 without a hinge; we hinge it (max(0, .)) so
   the maps are pushed *at least* tau2 away and the term stops pulling once they are.
 - X0 are the latents the pipeline itself produced for V0 (what E(V0) approximates, without the
   VAE's round trip); V_tg is a static video of the target image I_tg (mid-gray by default).
-- A_src are the temporal maps of the clean image at the same X_t, recomputed each step (no gradient).
+- V0 is generated with the protection's own seed (`PGDConfig.seed`), never with the seed of a video
+  the protection is judged on (`guard evaluate` refuses overlapping seeds).
+- A_src are the temporal maps of the clean image at the same X_t (no gradient).
 - Noise levels: drawn uniformly over the fraction `t_range` of the sampling schedule, resampled
   every step (or, with `noise_draws=K`, K draws fixed at setup and cycled, so that A_src is computed
   once per draw: the fast preset's saving); no classifier-free guidance in the attack.
+- Robust mode: with a step's transformation t, the clean references are recomputed under t: X0 from
+  t applied to V0's frames (re-encoded), A_src from t(I_src) at the same draw; the target latents and
+  the image term (on the untransformed image) are kept.
 """
 
 from __future__ import annotations
@@ -47,7 +55,6 @@ class I2VGuard(Method):
     target: str = "gray"  # target image I_tg (and static target video V_tg): "gray" or "pattern"
     t_range: tuple[float, float] = (0.0, 1.0)  # fraction of the schedule to draw noise levels from
     frames: int | None = None  # frames of V0 and during the attack (None: the model's default)
-    video_seed: int = 0  # seed of the clean video V0
     video_steps: int | None = None  # denoising steps of V0 (None: the model's default)
     noise_draws: int | None = None  # None: a fresh (level, noise) every step; K: cycle through K draws
     #   fixed at setup, whose clean maps A_src are computed once (saves a forward pass per step)
@@ -59,38 +66,59 @@ class I2VGuard(Method):
             tg = target_image(self.target, x)
             self.z_tg = target.image_latents(tg)
             self.enc_scale = (target.image_latents(x) - self.z_tg).pow(2).mean().clamp_min(1e-12)
-            video = target.generate(to_pil(x), seed=self.video_seed, num_frames=num_frames,
+            # the clean video, made with the protection's own seed (never a seed it is judged on)
+            video = target.generate(to_pil(x), seed=generator.initial_seed(), num_frames=num_frames,
                                     num_inference_steps=self.video_steps, return_latents=True)
             self.X0 = video.latents.to(x.device)
+            self.V0_frames = torch.from_numpy(video.frames)  # (F, H, W, 3) uint8, for robust mode
             self.X_tg = static_video_latents(target, tg, num_frames).to(self.X0.dtype)
             self.con_scale = (self.X0 - self.X_tg).pow(2).mean().clamp_min(1e-12)
             self.cond_src = target.condition(x, generator)  # clean conditioning, for the reference maps A_src
-            self.draws = [self._draw(target, generator) for _ in range(self.noise_draws or 0)]
+            self.draws = []
+            for _ in range(self.noise_draws or 0):
+                level, noise = self._draw(target, generator)
+                self.draws.append((level, noise, *self._reference(target, level, noise, self.X0, self.cond_src)))
         self.step = 0
 
     def _draw(self, target, generator):
-        """A noise level, the noisy clean video X_t at it, and the clean image's maps A_src there."""
+        """A noise level and a noise for the clean video."""
         level = target.sample_noise_level(1, generator, *self.t_range)
         noise = torch.randn(self.X0.shape, generator=generator, device=self.X0.device, dtype=self.X0.dtype)
-        X_t = target.add_noise(self.X0, noise, level)
-        with torch.no_grad(), target.capture_attention() as maps_src:
-            target.denoise(X_t, level, self.cond_src)
-        return level, X_t, maps_src
+        return level, noise
 
-    def loss(self, target, x_adv, generator):
+    @staticmethod
+    def _reference(target, level, noise, X0, cond_src):
+        """The noisy clean video X_t at a draw, and the clean image's maps A_src there."""
+        X_t = target.add_noise(X0, noise, level)
+        with torch.no_grad(), target.capture_attention() as maps_src:
+            target.denoise(X_t, level, cond_src, maps_only=True)
+        return X_t, maps_src
+
+    def loss(self, target, x_adv, generator, transform=None):
         if self.draws:
-            level, X_t, maps_src = self.draws[self.step % len(self.draws)]
+            level, noise, X_t, maps_src = self.draws[self.step % len(self.draws)]
         else:
-            level, X_t, maps_src = self._draw(target, generator)
+            level, noise = self._draw(target, generator)
+            X_t = maps_src = None
         self.step += 1
-        cond = target.condition(x_adv, generator)
+        X0, x_in = self.X0, x_adv
+        if transform is not None:  # every reference of the clean image under the same transformation
+            x_in = transform(x_adv)
+            with torch.no_grad():
+                frames = self.V0_frames.to(x_adv.device).permute(0, 3, 1, 2)[None].float() / 255
+                X0 = target.encode_video(transform(frames)).to(self.X0.dtype)
+                cond_src = target.condition(transform(self.x_src), generator)
+            X_t, maps_src = self._reference(target, level, noise, X0, cond_src)
+        elif X_t is None:
+            X_t, maps_src = self._reference(target, level, noise, X0, self.cond_src)
+        cond = target.condition(x_in, generator)
         with target.capture_attention() as maps_adv:
             _, X0hat = target.denoise(X_t, level, cond)
 
         enc = (cond["image_latents"].float() - self.z_tg.float()).pow(2).mean() / self.enc_scale
         X0hat = X0hat.float()
         con_target = (X0hat - self.X_tg.float()).pow(2).mean() / self.con_scale
-        con_away = (X0hat - self.X0.float()).pow(2).mean()
+        con_away = (X0hat - X0.float()).pow(2).mean()
         con = con_target + torch.relu(self.tau1 - con_away)
         att_distance = attention_distance(maps_adv, maps_src)
         att = torch.relu(self.tau2 - att_distance)

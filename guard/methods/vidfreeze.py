@@ -12,12 +12,13 @@ Which attention layers, per model family (what `target.capture_attention()` reco
   through attention. Spatial attention does not mix frames, so suppressing it cannot stop motion.
 - CogVideoX: full 3D attention mixes frames inside every transformer block; the target summarises
   each layer by a frame-to-frame map (attention mass from the queries of frame i to the keys of
-  frame j), so every layer is targeted.
+  frame j), so every layer is targeted, or with `layers=k` the first k blocks only.
 
 Choices the paper leaves open, made here: the noisy latents are those of a static video of the
 clean image (no generation needed: Vid-Freeze needs attention maps, not a reference video); the
 timestep is drawn uniformly over the fraction `t_range` of the sampling schedule; one noise draw per
-step; the denoiser is called once per step without classifier-free guidance.
+step; the denoiser is called once per step without classifier-free guidance, and its forward stops
+after the last attention layer read (the loss never reads the output).
 """
 
 from __future__ import annotations
@@ -34,17 +35,22 @@ class VidFreeze(Method):
     name = "vidfreeze"
     t_range: tuple[float, float] = (0.0, 1.0)  # fraction of the schedule to draw noise levels from (1 = noisiest)
     frames: int | None = None  # frames during the attack (None: the model's default)
+    layers: int | None = None  # attention layers read, the first ones in forward order (None: all)
 
     def setup(self, target, x, generator):
+        self.x = x
         self.reference = static_video_latents(target, x, self.frames or target.num_frames)
 
-    def loss(self, target, x_adv, generator):
+    def loss(self, target, x_adv, generator, transform=None):
+        reference = self.reference
+        if transform is not None:  # the video the model animates is the transformed photo's
+            x_adv = transform(x_adv)
+            reference = static_video_latents(target, transform(self.x), self.frames or target.num_frames)
         level = target.sample_noise_level(x_adv.shape[0], generator, *self.t_range)
-        noise = torch.randn(self.reference.shape, generator=generator, device=self.reference.device,
-                            dtype=self.reference.dtype)
-        noisy = target.add_noise(self.reference, noise, level)
+        noise = torch.randn(reference.shape, generator=generator, device=reference.device, dtype=reference.dtype)
+        noisy = target.add_noise(reference, noise, level)
         cond = target.condition(x_adv, generator)
-        with target.capture_attention() as maps:
-            target.denoise(noisy, level, cond)
+        with target.capture_attention(self.layers) as maps:
+            target.denoise(noisy, level, cond, maps_only=True)
         energy = attention_energy(maps)
         return {"loss": energy, "attn_energy": energy}

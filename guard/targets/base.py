@@ -41,8 +41,19 @@ class Video:
     settings: dict = field(default_factory=dict)
 
 
+class StopForward(Exception):
+    """Raised by `AttentionStore.add` once every attention layer a loss reads has run in a denoiser call
+    made with `maps_only=True`; `denoise` catches it (the rest of the forward is never computed)."""
+
+
+def in_backward() -> bool:
+    """True while autograd runs a backward pass (a checkpointed block recomputing its forward)."""
+    current = getattr(torch._C, "_current_graph_task_id", None)
+    return current is not None and current() != -1
+
+
 class AttentionStore:
-    """Collects attention maps produced while `enabled`; targets' attention processors append to it.
+    """Collects attention maps produced while `enabled`; targets' attention processors call `add`.
 
     Every stored map has frames on its last two axes: (..., F, F), rows summing to one over the
     frames the model attends to (a temporal self-attention map).
@@ -51,10 +62,20 @@ class AttentionStore:
     def __init__(self):
         self.enabled = False
         self.maps: list[torch.Tensor] = []
+        self.layers: int | None = None  # keep the first `layers` captured layers of each denoiser call
+        self.stop_after: int | None = None  # raise StopForward once this many layers have run
+        self.seen = 0  # captured layers run so far in the current denoiser call
 
     def add(self, probs: torch.Tensor) -> None:
-        if self.enabled:
+        """Called by a recording processor each time a captured layer runs. Stores in forward only: a
+        gradient-checkpointed block recomputes its forward during backward, which must not record twice."""
+        if not self.enabled or in_backward():
+            return
+        self.seen += 1
+        if self.layers is None or self.seen <= self.layers:
             self.maps.append(probs)
+        if self.stop_after is not None and self.seen >= self.stop_after:
+            raise StopForward
 
 
 class Target:
@@ -119,25 +140,58 @@ class Target:
         """Noisy latents at `level` (from `sample_noise_level`) as the scheduler makes them."""
         raise NotImplementedError
 
-    def denoise(self, noisy_latents: torch.Tensor, level: torch.Tensor, cond: dict,
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def denoise(self, noisy_latents: torch.Tensor, level: torch.Tensor, cond: dict, maps_only: bool = False,
+                ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """One conditional denoiser call (no classifier-free guidance). Returns the raw model output
-        and the predicted clean latents, both shaped like `noisy_latents`."""
+        and the predicted clean latents (float32), both shaped like `noisy_latents`.
+
+        maps_only (inside `capture_attention`): the forward stops as soon as every captured layer has
+        run, and (None, None) is returned: for losses that read attention maps only."""
         raise NotImplementedError
 
-    @contextlib.contextmanager
-    def capture_attention(self):
-        """Inside this block, every denoiser call appends its temporal attention maps (with
-        gradients) to the yielded list, one tensor (..., F, F) per captured layer."""
-        self.attention_store.maps = []
-        self.attention_store.enabled = True
+    def _run_denoiser(self, forward, maps_only: bool):
+        """forward() with the store's per-call layer count reset; None if it was stopped (maps_only)."""
+        store = self.attention_store
+        if maps_only and not store.enabled:
+            raise ValueError("maps_only=True needs capture_attention(): without maps nothing is computed")
+        store.seen = 0
+        n = self.num_attention_layers
+        store.stop_after = min(store.layers or n, n) if maps_only else None
         try:
-            yield self.attention_store.maps
+            return forward()
+        except StopForward:
+            return None
         finally:
-            self.attention_store.enabled = False
+            store.stop_after = None
+
+    @contextlib.contextmanager
+    def capture_attention(self, layers: int | None = None):
+        """Inside this block, every denoiser call appends its temporal attention maps (with
+        gradients) to the yielded list, one tensor (..., F, F) per captured layer, in forward order.
+
+        layers: keep only the first `layers` captured layers of each call (None: all of them); with
+        `denoise(..., maps_only=True)` the forward then stops right after them. The store drops its
+        reference to the list when the block ends, so the maps live only as long as the caller keeps them
+        (a served app must not hold the last request's maps in GPU memory)."""
+        if layers is not None and layers < 1:
+            raise ValueError(f"layers must be >= 1 (or None for all), got {layers}")
+        store = self.attention_store
+        store.maps, store.layers, store.enabled = [], layers, True
+        try:
+            yield store.maps
+        finally:
+            store.maps, store.layers, store.enabled = [], None, False
 
     #: which attention layers `capture_attention` materialises, in words (for docs and the app)
     attention_layers: str = ""
+    #: how many layers `capture_attention` records per denoiser call (in forward order)
+    num_attention_layers: int = 0
+
+    def check_num_frames(self, num_frames: int | None) -> None:
+        """Raise ValueError (one sentence) if this model cannot make videos of `num_frames` frames
+        as it was trained (None: its default)."""
+        if num_frames is not None and num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
 
     # -- generation -------------------------------------------------------------------------------
     def generate(self, image: PIL.Image.Image, seed: int = 0, num_frames: int | None = None,

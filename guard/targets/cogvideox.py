@@ -45,12 +45,6 @@ QUERIES_PER_FRAME = 64
 COGVIDEOX15_SIZE = (768, 1360)
 
 
-def _in_backward() -> bool:
-    """True while autograd runs a backward pass (a checkpointed block recomputing its forward)."""
-    current = getattr(torch._C, "_current_graph_task_id", None)
-    return current is not None and current() != -1
-
-
 def sample_query_indices(tokens_per_frame: int, queries_per_frame: int) -> torch.Tensor:
     """Evenly spaced token indices inside one frame: `queries_per_frame` of them (all tokens when the
     frame has fewer), with a fixed stride so that every call samples the same queries."""
@@ -114,7 +108,8 @@ class FrameAttentionRecorder:
     and keys and adds it to the store: (B, heads, F, F) with gradients.
 
     Whether the map is computed depends only on the call's arguments, so a gradient-checkpointed
-    block recomputes the same operations in backward; maps are stored in forward only.
+    block recomputes the same operations in backward; maps are stored in forward only
+    (`AttentionStore.add`, which also stops the forward here when `denoise` runs with maps_only).
     """
 
     def __init__(self, store: AttentionStore, queries_per_frame: int = QUERIES_PER_FRAME):
@@ -156,8 +151,7 @@ class FrameAttentionRecorder:
         if frame_map_frames is not None:
             probs = frame_attention(query[:, :, text_seq_length:], key[:, :, text_seq_length:],
                                     frame_map_frames, self.queries_per_frame)
-            if not _in_backward():
-                self.store.add(probs)
+            self.store.add(probs)
 
         hidden_states = torch.nn.functional.scaled_dot_product_attention(
             query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
@@ -198,6 +192,7 @@ class CogVideoXTarget(Target):
         self.width = width or config.sample_width * pipe.vae_scale_factor_spatial
         self.num_frames = config.sample_frames
         self.num_inference_steps = num_inference_steps
+        self.num_attention_layers = config.num_layers
         self.attention_layers = (
             f"the 3D full attention of all {config.num_layers} transformer blocks "
             "(transformer_blocks[*].attn1, text and video tokens together): for "
@@ -234,13 +229,27 @@ class CogVideoXTarget(Target):
         )  # (1, L, D)
 
     # -- shapes -----------------------------------------------------------------------------------
-    def _latent_frames(self, num_frames: int) -> tuple[int, int]:
-        """(latent frames, padding frames the transformer prepends): 49 frames -> (13, 0) for
-        CogVideoX; CogVideoX1.5 (patch_size_t 2) needs an even count, so 81 -> (21, 1)."""
+    def check_num_frames(self, num_frames: int | None) -> None:
+        """A frame count must be 1 + a multiple of the VAE's temporal factor (4); and a transformer with
+        learned positional embeddings (CogVideoX-5b-I2V) must run at exactly its `sample_frames` (49):
+        at any other count diffusers' CogVideoXPatchEmbed silently replaces the learned embedding with
+        a sin-cos one the model was never trained with (a video of other length would come from a
+        different model, and an attack on it would optimise a transformer the real video never runs)."""
+        if num_frames is None:
+            return
         temporal = self.pipe.vae_scale_factor_temporal
         if num_frames < 1 or (num_frames - 1) % temporal != 0:
             raise ValueError(f"num_frames must be 1 + a multiple of {temporal} (e.g. 49), got {num_frames}")
-        latent_frames = (num_frames - 1) // temporal + 1
+        config = self.transformer.config
+        if config.use_learned_positional_embeddings and num_frames != config.sample_frames:
+            raise ValueError(f"{self.name} makes {config.sample_frames}-frame videos only (its learned positional "
+                             f"embedding is replaced by another one at any other length), got {num_frames} frames")
+
+    def _latent_frames(self, num_frames: int) -> tuple[int, int]:
+        """(latent frames, padding frames the transformer prepends): 49 frames -> (13, 0) for
+        CogVideoX; CogVideoX1.5 (patch_size_t 2) needs an even count, so 81 -> (21, 1)."""
+        self.check_num_frames(num_frames)
+        latent_frames = (num_frames - 1) // self.pipe.vae_scale_factor_temporal + 1
         p_t = self.transformer.config.patch_size_t
         extra = 0 if p_t is None or latent_frames % p_t == 0 else p_t - latent_frames % p_t
         return latent_frames, extra
@@ -318,15 +327,18 @@ class CogVideoXTarget(Target):
         alpha_bar = alpha_bar.view(-1, *([1] * (v.ndim - 1)))
         return alpha_bar.sqrt() * noisy_latents.float() - (1 - alpha_bar).sqrt() * v.float()
 
-    def denoise(self, noisy_latents: torch.Tensor, level: torch.Tensor, cond: dict,
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def denoise(self, noisy_latents: torch.Tensor, level: torch.Tensor, cond: dict, maps_only: bool = False,
+                ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """One conditional transformer call (no CFG) on noisy latents (B, F', C, h, w) at timesteps
-        `level` (B,). Returns (v-prediction, predicted x0), both float32 and shaped like the input.
+        `level` (B,). Returns (v-prediction, predicted x0), both float32 and shaped like the input;
+        (None, None) with maps_only (the forward stops after the last captured block).
 
         A cond made for one image serves a batch of noisy latents (EOT). For CogVideoX1.5 with an odd
         F', the pipeline denoises one extra leading latent frame and drops it at the end; here that
-        frame is a copy of the first noisy frame and its prediction is dropped."""
+        frame is a copy of the first noisy frame and its prediction is dropped. F' must be a latent
+        frame count `generate` can make (`check_num_frames`): the positional embedding is the video's."""
         b, f, _, h, w = noisy_latents.shape
+        self.check_num_frames((f - 1) * self.pipe.vae_scale_factor_temporal + 1)
         extra = 0
         if self.transformer.config.patch_size_t is not None:
             extra = -f % self.transformer.config.patch_size_t
@@ -350,7 +362,7 @@ class CogVideoXTarget(Target):
             token_frames = (f + extra) // (self.transformer.config.patch_size_t or 1)
             attention_kwargs = {"frame_map_frames": token_frames}
         prompt_embeds = cond["prompt_embeds"].to(self.dtype)
-        v = self.transformer(
+        v = self._run_denoiser(lambda: self.transformer(
             hidden_states=model_input,
             encoder_hidden_states=prompt_embeds.expand(b, -1, -1),
             timestep=level.to(self.device).expand(b),
@@ -358,7 +370,10 @@ class CogVideoXTarget(Target):
             image_rotary_emb=inputs["image_rotary_emb"],
             attention_kwargs=attention_kwargs,
             return_dict=False,
-        )[0].float()[:, extra:]
+        )[0], maps_only)
+        if v is None:
+            return None, None
+        v = v.float()[:, extra:]
         return v, self.predict_x0(noisy_latents, v, level)
 
     # -- generation -------------------------------------------------------------------------------
@@ -415,7 +430,9 @@ def tiny_cogvideox(device="cpu", dtype=torch.float32, seed: int = 0) -> CogVideo
     """A random-weight CogVideoX I2V small enough for CPU tests, built offline: configs as in diffusers'
     fast test (tests/pipelines/cogvideo/test_cogvideox_image2video.py), but 2 transformer layers, a
     T5 encoder from a T5Config, a tokenizer built in memory, and the scheduler settings of
-    CogVideoX-5b-I2V. 64 x 96 (480 x 720's aspect), 9 frames (3 latent frames of 4 x 6 tokens), 3 steps."""
+    CogVideoX-5b-I2V. 64 x 96 (480 x 720's aspect), 17 frames (5 latent frames of 4 x 6 tokens), 3 steps.
+    Like 5b-I2V it has learned positional embeddings for its own frame count only, so a test can see an
+    attack run at another count (diffusers would substitute sin-cos embeddings there)."""
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
@@ -424,7 +441,7 @@ def tiny_cogvideox(device="cpu", dtype=torch.float32, seed: int = 0) -> CogVideo
         num_attention_heads=2, attention_head_dim=16, in_channels=8, out_channels=4, time_embed_dim=8,
         text_embed_dim=32, num_layers=2,
         sample_width=12, sample_height=8,  # latents: 96 / 8, 64 / 8
-        sample_frames=9,  # latent frames: (9 - 1) / 4 + 1 = 3
+        sample_frames=17,  # latent frames: (17 - 1) / 4 + 1 = 5 (odd, as the VAE decoder needs: 49 -> 13)
         patch_size=2, temporal_compression_ratio=4, max_text_seq_length=16,
         use_rotary_positional_embeddings=True, use_learned_positional_embeddings=True,
     )

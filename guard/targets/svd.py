@@ -8,6 +8,7 @@ so gradients flow from every exposed quantity back to the image.
 
 from __future__ import annotations
 
+import copy
 
 import numpy as np
 import torch
@@ -32,6 +33,9 @@ class TemporalAttentionRecorder(AttnProcessor2_0):
     softmax(QK^T / sqrt(d)) explicitly (so the probabilities exist, with gradients) and stores them:
     (B*H*W*heads, F, F), one row per query frame. Only temporal maps are ever materialised: they are
     F x F per spatial position, while a spatial map at 576x1024 would be ~21 GB per layer.
+
+    Maps are stored in forward only (`AttentionStore.add`), so a checkpointed block that recomputes
+    this layer during backward does not record it twice.
     """
 
     def __init__(self, store: AttentionStore):
@@ -51,7 +55,7 @@ class TemporalAttentionRecorder(AttnProcessor2_0):
         key = attn.head_to_batch_dim(attn.to_k(hidden_states))
         value = attn.head_to_batch_dim(attn.to_v(hidden_states))
         probs = attn.get_attention_scores(query, key, None)  # (B*H*W*heads, F, F), rows sum to 1
-        self.store.add(probs)
+        self.store.add(probs)  # may raise StopForward (denoise with maps_only)
         hidden_states = attn.batch_to_head_dim(torch.bmm(probs, value))
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
         if attn.residual_connection:
@@ -92,6 +96,11 @@ class SVDTarget(Target):
         for module in (self.unet, self.vae, self.image_encoder):
             module.requires_grad_(False).eval()
         self.device, self.dtype = self.unet.device, self.unet.dtype
+        # A float16 VAE with force_upcast encodes in float32 in the pipeline (its `needs_upcasting`);
+        # the attack's encoder paths do the same, on a float32 copy (the pipeline's module stays as is).
+        self.encoder_vae = self.vae
+        if self.vae.dtype == torch.float16 and self.vae.config.force_upcast:
+            self.encoder_vae = copy.deepcopy(self.vae).to(torch.float32)
         # Real SVD checkpoints (UNet sample_size 96) run at the pipeline's 576 x 1024; a smaller model
         # (the embedded one, the tiny one) at its own square size.
         side = pipe.unet.config.sample_size * pipe.vae_scale_factor
@@ -105,6 +114,7 @@ class SVDTarget(Target):
         for key in processors:
             if is_temporal_self_attention(key):
                 processors[key] = TemporalAttentionRecorder(self.attention_store)
+                self.num_attention_layers += 1
         self.unet.set_attn_processor(processors)
         # Activation checkpointing of every spatio-temporal resnet and transformer (diffusers' own
         # gradient checkpointing skips the temporal blocks): an attack step on SVD-XT then fits a
@@ -141,11 +151,12 @@ class SVDTarget(Target):
 
     def image_latents(self, image: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """`vae.encode(2x-1 + noise).latent_dist.mode()`, NOT scaled by the scaling factor, exactly as
-        the pipeline conditions on it. (B, 4, H/8, W/8)."""
+        the pipeline conditions on it (`_encode_vae_image`). (B, C, H/f, W/f), C = the VAE's
+        latent_channels, f = its downsampling factor."""
         x = normalize_to_neg_one_to_one(image)
         if noise is not None:
             x = x + noise
-        return self.vae.encode(x.to(self.vae.dtype)).latent_dist.mode()
+        return self.encoder_vae.encode(x.to(self.encoder_vae.dtype)).latent_dist.mode()
 
     def condition(self, image: torch.Tensor, generator: torch.Generator | None = None,
                   noise_aug_strength: float | None = None, motion_bucket_id: int | None = None) -> dict:
@@ -165,9 +176,9 @@ class SVDTarget(Target):
     # -- video side -------------------------------------------------------------------------------
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
         b, f = frames.shape[:2]
-        x = normalize_to_neg_one_to_one(frames.flatten(0, 1)).to(self.vae.dtype)
-        latents = self.vae.encode(x).latent_dist.mode() * self.vae.config.scaling_factor
-        return latents.unflatten(0, (b, f))  # (B, F, 4, h, w)
+        x = normalize_to_neg_one_to_one(frames.flatten(0, 1)).to(self.encoder_vae.dtype)
+        latents = self.encoder_vae.encode(x).latent_dist.mode() * self.vae.config.scaling_factor
+        return latents.unflatten(0, (b, f)).to(self.dtype)  # (B, F, C, h, w)
 
     def _sigma_range(self) -> tuple[float, float]:
         config = self.pipe.scheduler.config
@@ -188,18 +199,22 @@ class SVDTarget(Target):
     def add_noise(self, latents, noise, level):
         return latents + noise * level.view(-1, *([1] * (latents.ndim - 1))).to(latents.dtype)
 
-    def denoise(self, noisy_latents, level, cond):
+    def denoise(self, noisy_latents, level, cond, maps_only=False):
         """EDM preconditioning of SVD's Euler scheduler (v-prediction):
         input scaled by 1/sqrt(sigma^2+1), timestep 0.25*log(sigma),
-        x0 = out * (-sigma/sqrt(sigma^2+1)) + x/(sigma^2+1)."""
-        sigma = level.view(-1, 1, 1, 1, 1).to(noisy_latents.dtype)
+        x0 = out * (-sigma/sqrt(sigma^2+1)) + x/(sigma^2+1), in float32 as the scheduler's step upcasts."""
+        sigma = level.float().view(-1, 1, 1, 1, 1)
         f = noisy_latents.shape[1]
-        model_input = noisy_latents / (sigma**2 + 1).sqrt()
-        image_latents = cond["image_latents"].to(noisy_latents.dtype).unsqueeze(1).repeat(1, f, 1, 1, 1)
+        model_input = (noisy_latents.float() / (sigma**2 + 1).sqrt()).to(self.dtype)
+        image_latents = cond["image_latents"].to(self.dtype).unsqueeze(1).repeat(1, f, 1, 1, 1)
         model_input = torch.cat([model_input, image_latents], dim=2)
-        out = self.unet(model_input, 0.25 * level.log(), encoder_hidden_states=cond["image_embeddings"],
-                        added_time_ids=cond["added_time_ids"], return_dict=False)[0]
-        x0 = out * (-sigma / (sigma**2 + 1).sqrt()) + noisy_latents / (sigma**2 + 1)
+        out = self._run_denoiser(lambda: self.unet(
+            model_input, 0.25 * level.float().log(), encoder_hidden_states=cond["image_embeddings"],
+            added_time_ids=cond["added_time_ids"], return_dict=False)[0], maps_only)
+        if out is None:
+            return None, None
+        out = out.float()
+        x0 = out * (-sigma / (sigma**2 + 1).sqrt()) + noisy_latents.float() / (sigma**2 + 1)
         return out, x0
 
     # -- generation -------------------------------------------------------------------------------
