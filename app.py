@@ -542,7 +542,13 @@ MODEL_JOBS = ("protect_and_animate", "protect", "animate", "survive_posting")
 CHECKS = {"method": check_method, "eps": lambda v: checked(limits.eps, v),
           "steps": lambda v: checked(limits.steps, v), "model": lambda v: get_target_name(v),
           "frames": lambda v: checked(limits.frames, v), "video_steps": lambda v: checked(limits.video_steps, v),
-          "motion_bucket": lambda v: checked(limits.motion_bucket, v), "seed": lambda v: checked(limits.seed, v)}
+          "motion_bucket": lambda v: checked(limits.motion_bucket, v), "seed": lambda v: checked(limits.seed, v),
+          "guarded": lambda v: check_guarded(v)}
+
+
+def check_guarded(guarded) -> None:
+    if not guarded:
+        raise refusal("Protect the photo first: there is no guarded image to post.")
 
 
 def get_target_name(model) -> str:
@@ -728,8 +734,7 @@ def survive_posting(image: str, guarded: str, model: str = AVAILABLE_MODELS[0], 
         target = get_target(model)
         seed = checked(limits.seed, seed)
         options = video_options(target, frames, motion_bucket, video_steps)
-        if not guarded:
-            raise refusal("Protect the photo first: there is no guarded image to post.")
+        check_guarded(guarded)
         _, prepared = open_upload(image, target, state)
         original = np.asarray(prepared)
         guarded_image, _ = gio.load_image(guarded)
@@ -927,7 +932,7 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
                                             elem_classes="guard-out", elem_id="perturbation", min_width=150)
             gr.Markdown("Change, amplified: gray = unchanged, black / white = -eps / +eps. Both videos are made "
                         "with the same seed and settings.", elem_id="outputs-note")
-            guarded_file = gr.File(label="Download the guarded image (lossless PNG, exactly as computed)",
+            guarded_file = gr.File(label="Download the guarded image (lossless PNG)",
                                    interactive=False, elem_id="guarded-file")
             with gr.Row(equal_height=True):
                 video_original = gr.Video(label="Video: original", autoplay=True, loop=True, height=280,
@@ -939,7 +944,7 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
             verdict_out = gr.Markdown(label="Verdict", elem_id="verdict")
             plot_out = gr.Plot(label="Motion per frame", show_label=False, elem_id="motion-plot")
             with gr.Row(equal_height=True):
-                seed_out = NamedNumber(label="Seed used", precision=0, interactive=False, scale=1, min_width=120)
+                seed_out = NamedNumber(0, label="Seed used", precision=0, interactive=False, scale=1, min_width=120)
                 settings_out = gr.Markdown(label="Settings", elem_id="guard-settings")
             with gr.Accordion("The numbers as JSON", open=False):
                 numbers_json = gr.JSON(label="Numbers", elem_id="numbers-json")
@@ -948,15 +953,15 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
                             f"{report.POSTING} as a platform would, animated again with the same seed.")
                 posting_btn = gr.Button("Post it and animate again", elem_id="posting")
                 with gr.Row(equal_height=True):
-                    posted_out = gr.Image(label="Guarded, posted", format="png", type="filepath",
-                                          interactive=False, height=200, buttons=["fullscreen"],
-                                          elem_classes="guard-out", elem_id="posted-image", min_width=120)
-                    posted_video_original = gr.Video(label="Video: original", autoplay=True, loop=True,
-                                                     height=200, interactive=False, elem_id="posted-video-original",
-                                                     min_width=120)
-                    posted_video_guarded = gr.Video(label="Video: guarded", autoplay=True,
-                                                    loop=True, height=200, interactive=False,
-                                                    elem_id="posted-video-guarded", min_width=120)
+                    posted_video_original = gr.Video(label="Posted: original", autoplay=True, loop=True,
+                                                     height=240, interactive=False, elem_id="posted-video-original",
+                                                     min_width=150)
+                    posted_video_guarded = gr.Video(label="Posted: guarded", autoplay=True, loop=True,
+                                                    height=240, interactive=False, elem_id="posted-video-guarded",
+                                                    min_width=150)
+                posted_out = gr.Image(label="Guarded image, posted", format="png", type="filepath", interactive=False,
+                                      height=180, buttons=["fullscreen"], elem_classes="guard-out",
+                                      elem_id="posted-image")
                 posted_numbers = gr.HTML(label="Measured after posting", show_label=True, container=True,
                                          elem_id="posted-numbers")
                 posted_verdict = gr.Markdown(label="Verdict after posting", elem_id="posted-verdict")
@@ -1011,4 +1016,5 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests
     demo.queue(**QUEUE_OPTIONS).launch(**LAUNCH_OPTIONS)

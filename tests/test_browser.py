@@ -184,7 +184,7 @@ def test_protect_and_animate_in_the_browser(page, page_url, tmp_path):
     page.wait_for_selector("#video-original video", timeout=RUN_TIMEOUT_MS)
     page.wait_for_selector("#video-guarded video", timeout=RUN_TIMEOUT_MS)
     page.wait_for_selector("#guarded-file a", timeout=60_000)
-    page.wait_for_selector("#motion-plot img, #motion-plot svg, #motion-plot canvas", timeout=60_000)
+    page.wait_for_selector("#motion-plot img", timeout=60_000)  # matplotlib figures arrive as an image
     verdict = page.locator("#verdict").inner_text(timeout=60_000)
     assert "stored result" not in verdict and ("protection" in verdict or "Protected" in verdict), verdict
 
@@ -228,7 +228,8 @@ def test_missing_chromium_fails_under_ci_and_skips_elsewhere():
     env = dict(os.environ, GUARD_CHROMIUM=str(ROOT / "no-such-chromium"), PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "in_the_browser"]
     in_ci = subprocess.run(command, env={**env, "CI": "true"}, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert in_ci.returncode == 1 and "1 failed" in in_ci.stdout, in_ci.stdout[-2000:]
+    # a failure in the browser fixture: pytest reports it as an error, and exits with 1 as for a failure
+    assert in_ci.returncode == 1 and ("1 failed" in in_ci.stdout or "1 error" in in_ci.stdout), in_ci.stdout[-2000:]
     assert "apt-get install -y chromium" in in_ci.stdout
     env.pop("CI", None)
     elsewhere = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)

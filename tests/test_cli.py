@@ -174,3 +174,14 @@ def test_noise_control_prints_no_empty_progress_bar(capsys, tmp_path):
                  "--device", "cpu"]) == 0
     captured = capsys.readouterr()
     assert "0it" not in captured.err and "PSNR" in captured.out
+
+
+def test_huge_image_is_refused_quietly(tmp_path):
+    """Above PIL's 89-megapixel warning: one sentence from guard, no DecompressionBombWarning."""
+    import PIL.Image
+
+    huge = tmp_path / "huge.png"
+    PIL.Image.new("1", (9600, 9600)).save(huge)  # 92 megapixels, a small file
+    result = run("protect", str(huge), "-o", str(tmp_path / "g.png"))
+    assert result.returncode == 2 and "too large" in result.stderr
+    assert "DecompressionBomb" not in result.stderr and "Traceback" not in result.stderr
