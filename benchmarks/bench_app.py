@@ -1,5 +1,5 @@
-"""Seconds a visitor waits for the Space's default run: protect + video of the original + video of the
-guarded image, through app.py's own entry point (`protect_and_animate`) with the page's defaults.
+"""Seconds a visitor waits for the Space's default run: protect + videos of the original, of the
+guarded image and of the noise control (for the verdict), through app.py's own entry point (`protect_and_animate`) with the page's defaults.
 
     python benchmarks/bench_app.py [--model embedded] [--image examples/chelsea.png] [--steps N]
     python benchmarks/bench_app.py --weights DIR   # a diffusers folder timed in place of the embedded model
@@ -99,7 +99,7 @@ def main() -> int:
         print(f"  {name:<55} {seconds:7.2f} s")
     print(f"  {'visitor wait (run only, model already loaded)':<55} {run_end - run_start:7.2f} s")
     print(f"  {'total (import + load + run)':<55} {run_end - start:7.2f} s")
-    print(f"seed used {outputs[7]}; files in {Path(outputs[0]).parent}")
+    print(f"seed used {outputs[8]}; files in {Path(outputs[0]).parent}")
     return 0
 
 

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import io
+from . import io, limits
 from .targets import DEFAULT_MODEL, MODELS
 
 logger = logging.getLogger("guard")
@@ -31,14 +31,37 @@ def load(args):
     return load_target(args.model, device=pick_device(args.device), dtype=dtype)
 
 
+def check_output(path: str, suffix: str, what: str) -> None:
+    """Refuse an output name that would not be written as promised (before any model loads)."""
+    output = Path(path)
+    if output.suffix.lower() != suffix:
+        raise io.InputError(f"{output}: {what}; name it {suffix}")
+    if output.is_dir():
+        raise io.InputError(f"{output}: is a folder; give a file name ending in {suffix}")
+
+
 def cmd_animate(args) -> int:
+    # every input is checked before the model loads (loading takes seconds; a typo should not)
+    frames = limits.frames(args.frames, "--frames")
+    steps = limits.video_steps(args.steps, "--steps")
+    limits.seed(args.seed, "--seed")
+    limits.fps(args.fps, "--fps")
+    check_output(args.output, ".mp4", "the video is written as H.264 mp4")
     image, notices = io.load_image(args.image)
     for notice in notices:
         print(f"note: {notice}", file=sys.stderr)
     target = load(args)
-    target.check_num_frames(args.frames)
+    target.check_num_frames(frames)
+    from tqdm import tqdm
+
     start = time.perf_counter()
-    video = target.generate(image, seed=args.seed, num_frames=args.frames, num_inference_steps=args.steps)
+    total = steps or target.num_inference_steps
+    with tqdm(total=total, desc="denoising", unit="step", leave=False, disable=args.quiet) as bar:
+        def progress(step, total):
+            bar.update(step - bar.n)
+
+        video = target.generate(image, seed=args.seed, num_frames=frames, num_inference_steps=steps,
+                                callback=progress)
     io.save_video(video.frames, args.output, fps=args.fps)
     print(f"{args.output}: {len(video.frames)} frames {video.frames.shape[2]}x{video.frames.shape[1]} "
           f"from {args.model}, seed {args.seed}, {time.perf_counter() - start:.1f} s")
@@ -64,8 +87,9 @@ def protect_one(target, path, output, args, method_params=None) -> dict:
     config = PGDConfig(eps=args.eps / 255, steps=steps, step_size=None if args.step_size is None
                        else args.step_size / 255, random_start=not args.no_random_start,
                        robust=args.robust, seed=args.seed)
-    with tqdm(total=steps if method.uses_gradient else 0, desc=Path(path).name, leave=False,
-              disable=args.quiet) as bar:
+    # the control optimises nothing: no progress bar (it would read "0it")
+    with tqdm(total=steps, desc=Path(path).name, unit="step", leave=False,
+              disable=args.quiet or not method.uses_gradient or steps == 0) as bar:
         def progress(step, total, terms):
             bar.set_postfix({k: f"{v:.4g}" for k, v in terms.items() if k != "loss"}, refresh=False)
             bar.update(1)
@@ -87,11 +111,17 @@ def output_name(path: Path, files: list[Path]) -> str:
     return (path.name if shared else path.stem) + ".png"
 
 
+def check_step_size(args) -> None:
+    if args.step_size is not None and not 0 < args.step_size <= args.eps:
+        raise io.InputError(f"--step-size must be above 0 and at most --eps ({args.eps}), got {args.step_size}")
+
+
 def cmd_protect(args) -> int:
-    if not 0 <= args.eps <= 255:
-        raise io.InputError(f"--eps is in 8-bit levels: 0..255, got {args.eps}")
-    if args.steps is not None and args.steps < 0:
-        raise io.InputError(f"--steps must be >= 0, got {args.steps}")
+    limits.eps(args.eps, "--eps")
+    if args.steps is not None:
+        limits.steps(args.steps, "--steps")
+    limits.seed(args.seed, "--seed")
+    check_step_size(args)
     source, output = Path(args.input), Path(args.output)
     if source.is_dir():
         files = io.list_images(source)
@@ -110,6 +140,7 @@ def cmd_protect(args) -> int:
         if output.resolve() == source.resolve():
             raise io.InputError("the output must differ from the input (originals are never overwritten)")
         jobs = [(source, output)]
+        io.load_image(source)  # an unreadable image is refused now, not after the model has loaded
     target = load(args)
     failed = []
     for path, out in jobs:
@@ -136,6 +167,11 @@ def cmd_evaluate(args) -> int:
     if not files:
         raise io.InputError(f"{args.images}: no images in this folder")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    from .methods import METHODS
+
+    unknown = [m for m in methods if m not in METHODS]
+    if not methods or unknown:
+        raise io.InputError(f"--methods must be some of {','.join(METHODS)}, got {args.methods!r}")
     try:
         eps = [int(e) for e in args.eps.split(",") if e.strip()]
     except ValueError:
@@ -143,6 +179,18 @@ def cmd_evaluate(args) -> int:
     if args.video_seeds < 1:
         raise io.InputError(f"--video-seeds is how many video seeds to judge each protection at (>= 1), "
                             f"got {args.video_seeds}")
+    if not eps:
+        raise io.InputError(f"--eps is a comma-separated list of 8-bit levels (e.g. 4,8,16), got {args.eps!r}")
+    for e in eps:
+        limits.eps(e, "--eps")
+    if args.steps is not None:
+        limits.steps(args.steps, "--steps")
+    limits.frames(args.frames, "--frames")
+    limits.video_steps(args.video_steps, "--video-steps")
+    limits.seed(args.seed, "--seed")
+    if (Path(args.output) / "results.csv").exists() and not args.overwrite:
+        raise io.InputError(f"{args.output} already holds a report (results.csv): choose another folder, "
+                            "or add --overwrite to replace it")
     config = evaluate.EvalConfig(methods=methods, eps=eps, steps=args.steps, preset=args.preset, seed=args.seed,
                                  video_seeds=evaluate.video_seeds(args.video_seeds), robust=args.robust,
                                  frames=args.frames, video_steps=args.video_steps)
@@ -175,16 +223,20 @@ def evaluate_default_seeds() -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m guard", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log what loads and how long each part takes, and show the libraries' loading bars")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("animate", help="make a video from an image")
     p.add_argument("image")
     p.add_argument("-o", "--output", required=True, help="mp4 file to write")
     add_model_options(p, "seed of the video")
-    p.add_argument("--frames", type=int, default=None, help="frames to generate (default: the model's)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
-    p.add_argument("--fps", type=int, default=7, help="frame rate of the written mp4")
+    p.add_argument("--frames", type=int, default=None,
+                   help=f"frames to generate, 2..{limits.MAX_FRAMES} (default: the model's)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"denoising steps, 1..{limits.MAX_VIDEO_STEPS} (default: the model's)")
+    p.add_argument("--fps", type=int, default=7, help="frame rate of the written mp4 (default 7)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_animate)
 
     from .methods import METHODS
@@ -194,8 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="guarded PNG (or output folder for a folder input: "
                    "NAME.png per image, or NAME.SUFFIX.png where two inputs share a name)")
     p.add_argument("--method", default="vidfreeze", choices=list(METHODS))
-    p.add_argument("--eps", type=int, default=8, help="L-inf budget in 8-bit levels, eps/255 (default 8)")
-    p.add_argument("--steps", type=int, default=None, help="PGD steps (default: the preset's)")
+    p.add_argument("--eps", type=int, default=8,
+                   help=f"L-inf budget in 8-bit levels, eps/255: 1..{limits.MAX_EPS} (default 8)")
+    p.add_argument("--steps", type=int, default=None, help=f"PGD steps, 0..{limits.MAX_STEPS} (default: the preset's)")
     p.add_argument("--preset", default="fast", choices=["fast", "reference"],
                    help="settings of guard/presets.py: fast (default) or the slow reference")
     p.add_argument("--step-size", type=float, default=None, help="per-step change in 8-bit levels "
@@ -214,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated, from {','.join(METHODS)} (default: all)")
     p.add_argument("--eps", default="4,8,16",
                    help="comma-separated L-inf budgets in 8-bit levels, eps/255 (default 4,8,16)")
-    p.add_argument("--steps", type=int, default=None, help="PGD steps of every method (default: the preset's)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"PGD steps of every method, 0..{limits.MAX_STEPS} (default: the preset's)")
     p.add_argument("--preset", default="fast", choices=["fast", "reference"],
                    help="method settings of guard/presets.py: fast (default) or the slow reference")
     p.add_argument("--robust", action="store_true", help="protect through random JPEG/resize/crop (EOT)")
@@ -234,6 +288,9 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    from .quiet import quiet_third_party
+
+    quiet_third_party(verbose=args.verbose)
     try:
         return args.func(args)
     except (io.InputError, ValueError, OSError) as e:

@@ -21,6 +21,11 @@ MAX_PIXELS = 64_000_000
 #: images smaller than this on either side cannot carry a protection worth the name
 MIN_SIDE = 32
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+#: the only formats opened (PIL knows many more, some through external programs: EPS runs Ghostscript);
+#: "JPEG" also opens MPO, the JPEG variant many cameras and phones write
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+#: how conversion notices name image modes ("I;16" means nothing to most people)
+MODE_NAMES = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-bit integer", "F": "floating-point"}
 
 
 class InputError(ValueError):
@@ -41,7 +46,7 @@ def load_image(source: str | os.PathLike | PIL.Image.Image) -> tuple[PIL.Image.I
         if path.is_dir():
             raise InputError(f"{path}: is a folder, not an image")
         try:
-            image = PIL.Image.open(path)
+            image = PIL.Image.open(path, formats=IMAGE_FORMATS)
             if image.width * image.height > MAX_PIXELS:
                 raise InputError(f"{name}: {image.width}x{image.height} is too large "
                                  f"(at most {MAX_PIXELS // 1_000_000} megapixels)")
@@ -49,7 +54,8 @@ def load_image(source: str | os.PathLike | PIL.Image.Image) -> tuple[PIL.Image.I
         except InputError:
             raise
         except (PIL.Image.DecompressionBombError, PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError):
-            raise InputError(f"{name}: not a readable image (the file is damaged or not an image format)") from None
+            raise InputError(f"{name}: not a readable image (the file is damaged or not one of PNG, JPEG, WebP, "
+                             "BMP, TIFF, GIF)") from None
     if image.width * image.height > MAX_PIXELS:
         raise InputError(f"{name}: {image.width}x{image.height} is too large "
                          f"(at most {MAX_PIXELS // 1_000_000} megapixels)")
@@ -74,7 +80,7 @@ def _to_rgb8(image: PIL.Image.Image, name: str, notices: list[str]) -> PIL.Image
         array = np.asarray(image, dtype=np.float64)
         scale = 255.0 if mode.startswith("F") else 255.0 / 65535.0
         array = np.clip(np.nan_to_num(array * scale), 0, 255).round().astype(np.uint8)
-        notices.append(f"{name}: {mode} image converted to 8 bits")
+        notices.append(f"{name}: {MODE_NAMES.get(mode, mode)} image converted to 8 bits")
         return PIL.Image.fromarray(array, "L").convert("RGB")
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")

@@ -30,7 +30,7 @@ def launch_app(tmp_dir: Path):
     import app
 
     assert app.AVAILABLE_MODELS == [MODEL], "app was imported earlier with other models listed"
-    app.demo.queue(max_size=20)
+    app.demo.queue(**app.QUEUE_OPTIONS)
     _, url, _ = app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
                                 quiet=True, **app.LAUNCH_OPTIONS)
     return app, url
@@ -52,9 +52,11 @@ def call(client, api_name, **kwargs):
 
 
 def error_message(client, api_name, **kwargs) -> str:
-    from gradio_client.exceptions import AppError
+    """The sentence a refused call gets: from the entry point (AppError) or from the check made before
+    the job is queued (ValidationError, which names the parameter)."""
+    from gradio_client.exceptions import AppError, ValidationError
 
-    with pytest.raises(AppError) as info:
+    with pytest.raises((AppError, ValidationError)) as info:
         call(client, api_name, **kwargs)
     return str(info.value)
 
@@ -79,10 +81,11 @@ def test_protect_and_animate_end_to_end(served):
 
     app, client = served
     eps = 6
-    (guarded, guarded_file, perturbation, video_original, video_guarded, numbers, plot, seed,
-     settings) = call(client, "/protect_and_animate", image=handle_file(str(EXAMPLE)), method="vidfreeze", eps=eps,
-                      steps=FAST["steps"], model=MODEL, seed=3, randomize_seed=False, frames=FAST["frames"],
-                      motion_bucket=127, video_steps=FAST["video_steps"], robust=False)
+    (guarded, guarded_file, perturbation, video_original, video_guarded, numbers, verdict, plot, seed,
+     settings, numbers_json) = call(client, "/protect_and_animate", image=handle_file(str(EXAMPLE)), method="vidfreeze",
+                                    eps=eps, steps=FAST["steps"], model=MODEL, seed=3, randomize_seed=False,
+                                    frames=FAST["frames"], motion_bucket=127, video_steps=FAST["video_steps"],
+                                    robust=False)
     # the guarded image is a lossless PNG within eps of the (prepared) upload, and it changed something
     for path in (guarded, guarded_file):
         with PIL.Image.open(path) as png:
@@ -97,11 +100,19 @@ def test_protect_and_animate_end_to_end(served):
     frames_o, frames_g = read_video(video_path(video_original)), read_video(video_path(video_guarded))
     assert frames_o.shape == frames_g.shape and frames_o.shape[0] == FAST["frames"]
     assert frames_o.shape[1:3] == original.shape[:2]
-    # the numbers are those of guard.metrics, the seed is the one asked for
-    table = {row[0]: row[1] for row in numbers["data"]}
-    assert table["L-inf of the change"] == f"{np.abs(pixels - original).max()}/255"
-    assert "motion ratio guarded / original" in table and "PSNR between the two videos" in table
-    assert seed == 3 and "seed **3**" in settings
+    # the numbers are those of guard.metrics, in the table and as JSON, with the control beside them
+    assert numbers_json["image"]["linf"] == np.abs(pixels - original).max()
+    assert f"{np.abs(pixels - original).max()}/255" in numbers and "<th>control</th>" in numbers
+    assert numbers_json["control"]["image"]["linf"] == eps  # the control spends the whole budget
+    for part in (numbers_json["video"], numbers_json["control"]["video"]):
+        assert {"flow_ratio", "change_ratio", "disruption_psnr"} <= set(part)
+    assert len(numbers_json["flows"]["original"]) == FAST["frames"] - 1
+    # one verdict line, under the numbers, that is the one guard.report gives for these numbers
+    from guard.report import verdict as judge
+
+    expected = judge(numbers_json["video"], numbers_json["control"]["video"], numbers_json["image"]["psnr"])
+    assert numbers_json["verdict"]["sentence"] == expected.sentence and expected.sentence in verdict
+    assert seed == 3 and "seed **3**" in settings and numbers_json["settings"]["seed"] == 3
     assert plot is not None
 
 
@@ -113,7 +124,7 @@ def test_protect_is_deterministic_and_the_download_is_the_image(served):
                   seed=11, randomize_seed=False, robust=False)
     first = call(client, "/protect", **kwargs)
     second = call(client, "/protect", **kwargs)
-    guarded, guarded_file, perturbation, _, seed, _ = first
+    guarded, guarded_file, perturbation, _, _, seed, _ = first
     assert Path(guarded).read_bytes() == Path(guarded_file).read_bytes() == Path(second[0]).read_bytes()
     assert seed == 11
     # the amplified perturbation is mid-gray where nothing changed and uses the full range elsewhere
@@ -156,11 +167,11 @@ def test_bad_inputs_get_a_sentence(served, tmp_path):
     assert "too small" in error_message(client, "/protect", **{**good, "image": handle_file(str(tiny))})
 
     assert "Upload an image" in error_message(client, "/protect", **{**good, "image": None})
-    # out-of-range values are refused with a sentence (Gradio's slider check or ours)
-    assert "500" in error_message(client, "/protect", **{**good, "eps": 500})
-    assert "10000" in error_message(client, "/protect", **{**good, "steps": 10_000})
-    assert "Frames" in error_message(client, "/animate", image=good["image"], model=MODEL, seed=0,
-                                     randomize_seed=False, frames=1, motion_bucket=127, video_steps=1)
+    # out-of-range values are refused with a sentence naming the parameter
+    assert "eps must be between 1 and 32, got 500" in error_message(client, "/protect", **{**good, "eps": 500})
+    assert "steps must be between 0 and 200, got 10000" in error_message(client, "/protect", **{**good, "steps": 10_000})
+    assert "frames must be 0" in error_message(client, "/animate", image=good["image"], model=MODEL, seed=0,
+                                               randomize_seed=False, frames=1, motion_bucket=127, video_steps=1)
 
 
 def test_bounds_hold_without_the_sliders(served):
@@ -170,8 +181,8 @@ def test_bounds_hold_without_the_sliders(served):
     app, _ = served
     args = dict(image=str(EXAMPLE), method="vidfreeze", eps=8, steps=1, model=MODEL, seed=0, randomize_seed=False,
                 robust=False, progress=lambda *a, **k: None)
-    for name, value, words in (("eps", 500, "Epsilon"), ("eps", 2.5, "Epsilon"), ("steps", 10_000, "Steps"),
-                               ("steps", -1, "Steps"), ("seed", -5, "Seed"), ("method", "magic", "method"),
+    for name, value, words in (("eps", 500, "eps must"), ("eps", 2.5, "eps must"), ("steps", 10_000, "steps must"),
+                               ("steps", -1, "steps must"), ("seed", -5, "seed must"), ("method", "magic", "method"),
                                ("model", "../../etc", "not offered")):
         with pytest.raises(gr.Error, match=words):
             app.protect_image(**{**args, name: value})
@@ -255,7 +266,7 @@ def test_every_method_runs_from_the_page(served, method):
     from gradio_client import handle_file
 
     app, client = served
-    guarded, _, _, _, _, settings = call(client, "/protect", image=handle_file(str(EXAMPLE)), method=method,
+    guarded, *_, settings = call(client, "/protect", image=handle_file(str(EXAMPLE)), method=method,
                                                eps=8, steps=1, model=MODEL, seed=0, randomize_seed=False,
                                                robust=method == "photoguard")
     assert np.abs(np.asarray(PIL.Image.open(guarded), np.int16) - prepared_example(app)).max() <= 8
@@ -312,3 +323,186 @@ def test_python_app_py_honours_gradio_env(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# -- issue 14: named errors, quiet refusals, limits per visitor and per job, posting, stored examples ------
+@pytest.mark.parametrize("api_name, name, value, message", [
+    ("/protect", "steps", -1, "steps must be between 0 and 200, got -1"),
+    ("/protect", "seed", -1, "seed must be between 0 and 2147483647, got -1"),
+    ("/animate", "frames", -1, "frames must be 0 (the model's default) or a whole number between 2 and 49, got -1"),
+    ("/animate", "video_steps", -1, "video_steps must be between 0 and 50, got -1"),
+    ("/animate", "motion_bucket", -1, "motion_bucket must be between 0 and 255, got -1"),
+    ("/protect_and_animate", "motion_bucket", 300, "motion_bucket must be between 0 and 255, got 300"),
+])
+def test_api_errors_name_the_parameter(served, capfd, api_name, name, value, message):
+    from gradio_client import handle_file
+
+    _, client = served
+    image = handle_file(str(EXAMPLE))
+    args = {
+        "/protect": dict(image=image, method="noise", eps=8, steps=0, model=MODEL, seed=0, randomize_seed=False,
+                         robust=False),
+        "/animate": dict(image=image, model=MODEL, seed=0, randomize_seed=False, frames=0, motion_bucket=127,
+                         video_steps=1),
+        "/protect_and_animate": dict(image=image, method="noise", eps=8, steps=0, model=MODEL, seed=0,
+                                     randomize_seed=False, frames=2, motion_bucket=127, video_steps=1, robust=False),
+    }[api_name]
+    text = error_message(client, api_name, **{**args, name: value})
+    assert message in text and f"{name}:" in text  # the check made before queueing names the parameter too
+    assert "Traceback" not in capfd.readouterr().err  # an expected refusal prints nothing on the console
+
+
+def test_refusals_print_no_traceback_on_the_console(served, capfd, tmp_path):
+    """Refusals raised inside a running job (an unreadable upload, a bad seed given directly) are
+    sentences for the visitor, not tracebacks on the server's console."""
+    import gradio as gr
+    from gradio_client import handle_file
+
+    app, client = served
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    capfd.readouterr()
+    assert "not a readable image" in error_message(client, "/protect", image=handle_file(str(broken)), method="noise",
+                                                   eps=8, steps=0, model=MODEL, seed=0, randomize_seed=False,
+                                                   robust=False)
+    with pytest.raises(gr.Error) as info:
+        app.animate_image(str(EXAMPLE), MODEL, -4, False, 0, 127, 1, progress=lambda *a, **k: None)
+    assert info.value.print_exception is False
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_allowed_image_formats_only(served, tmp_path):
+    """PIL opens EPS through Ghostscript, among many formats: only PNG, JPEG, WebP, BMP, TIFF and GIF are accepted."""
+    from gradio_client import handle_file
+
+    _, client = served
+    eps = tmp_path / "drawing.eps"
+    PIL.Image.new("RGB", (64, 64), "navy").save(eps, format="EPS")
+    message = error_message(client, "/protect", image=handle_file(str(eps)), method="noise", eps=8, steps=0,
+                            model=MODEL, seed=0, randomize_seed=False, robust=False)
+    assert "not a readable image" in message and "PNG, JPEG, WebP, BMP, TIFF, GIF" in message
+
+
+def test_notices_name_16_bit_and_are_shown_once(served, monkeypatch, tmp_path):
+    app, _ = served
+    shown = []
+    monkeypatch.setattr(app.gr, "Info", lambda message, *a, **k: shown.append(message))
+    monkeypatch.setattr(app.gr, "Warning", lambda message, *a, **k: shown.append(message))
+    gray16 = tmp_path / "gray16.png"
+    base = np.asarray(PIL.Image.open(EXAMPLE).convert("L").resize((96, 64)), np.uint16) * 257
+    PIL.Image.fromarray(base).save(gray16)
+    state = None
+    quiet = lambda *a, **k: None  # noqa: E731
+    *_, state = app.protect_image(str(gray16), "noise", 8, 0, MODEL, 0, False, False, state, progress=quiet)
+    *_, state = app.animate_image(str(gray16), MODEL, 0, False, 2, 127, 1, state, progress=quiet)
+    assert any("16-bit image converted to 8 bits" in m for m in shown) and not any("I;16" in m for m in shown)
+    assert len(shown) == len(set(shown)) == 2, shown  # the 16-bit and the resize notices, once each
+
+
+def test_one_job_at_a_time_per_visitor(served):
+    """A visitor (one session) cannot queue a second model job while one is queued or running; another
+    visitor can."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import ValidationError
+
+    _, client = served
+    job = client.submit(image=handle_file(str(EXAMPLE)), method="vidfreeze", eps=8, steps=2, model=MODEL, seed=0,
+                        randomize_seed=False, frames=FAST["frames"], motion_bucket=127,
+                        video_steps=FAST["video_steps"], robust=False, api_name="/protect_and_animate")
+    import time
+
+    deadline = time.monotonic() + 30
+    while job.status().code.name not in ("PROCESSING", "IN_QUEUE", "PROGRESS") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with pytest.raises(ValidationError, match="already have a job"):
+        client.predict(image=handle_file(str(EXAMPLE)), model=MODEL, seed=0, randomize_seed=False, frames=2,
+                       motion_bucket=127, video_steps=1, api_name="/animate")
+    other = Client(client.src, verbose=False)
+    video, *_ = other.predict(image=handle_file(str(EXAMPLE)), model=MODEL, seed=0, randomize_seed=False, frames=2,
+                              motion_bucket=127, video_steps=1, api_name="/animate")
+    other.close()
+    assert video
+    job.result(timeout=300)
+    call(client, "/animate", image=handle_file(str(EXAMPLE)), model=MODEL, seed=0, randomize_seed=False, frames=2,
+         motion_bucket=127, video_steps=1)  # the first job done: the visitor may start another
+
+
+def test_a_job_past_its_time_limit_is_stopped(served, monkeypatch):
+    import gradio as gr
+
+    app, _ = served
+    monkeypatch.setattr(app, "MAX_JOB_SECONDS", 0.0)
+    with pytest.raises(gr.Error, match="ran past the limit"):
+        app.protect_image(str(EXAMPLE), "vidfreeze", 8, 2, MODEL, 0, False, False, progress=lambda *a, **k: None)
+
+
+def test_gpu_estimate_clamps_frames_and_video_steps(served):
+    app, _ = served
+    huge = app.animate_seconds("img", MODEL, 0, False, 10**9, 127, 10**9)
+    assert huge == app.animate_seconds("img", MODEL, 0, False, app.MAX_FRAMES, 127, app.MAX_VIDEO_STEPS)
+    assert app.protect_and_animate_seconds("img", "vidfreeze", 8, 10**9, MODEL, 0, False, -5, 127, "x", False) == \
+        app.protect_and_animate_seconds("img", "vidfreeze", 8, app.MAX_STEPS, MODEL, 0, False, 0, 127, 0, False)
+    assert app.survive_posting_seconds("img", "g", MODEL, 0, 10**9, 127, 10**9) <= app.MAX_GPU_SECONDS
+
+
+def test_survive_posting(served):
+    """One call: the original, the guarded image and the control are downsized to 0.75x and saved as
+    JPEG q=75, animated again, and judged like the first result."""
+    from gradio_client import handle_file
+
+    from guard.io import read_video
+
+    app, client = served
+    guarded, *_ = call(client, "/protect", image=handle_file(str(EXAMPLE)), method="photoguard", eps=8, steps=2,
+                       model=MODEL, seed=5, randomize_seed=False, robust=False)
+    posted, video_original, video_guarded, numbers, verdict, numbers_json = call(
+        client, "/survive_posting", image=handle_file(str(EXAMPLE)), guarded=handle_file(guarded), model=MODEL, seed=5,
+        frames=FAST["frames"], motion_bucket=127, video_steps=FAST["video_steps"])
+    size = prepared_example(app).shape[:2]
+    assert PIL.Image.open(posted).size == (round(size[1] * 0.75), round(size[0] * 0.75))
+    assert read_video(video_path(video_original)).shape == read_video(video_path(video_guarded)).shape
+    assert verdict.lstrip("⚠️✅ *").startswith("After posting: ")
+    assert numbers_json["settings"]["posting"] == {"scale": 0.75, "jpeg_quality": 75}
+    assert numbers_json["settings"]["eps"] == 8 and numbers_json["control"]["video"] is not None
+    assert "posted" in numbers
+    # a guarded image that was not made from this photo is refused
+    message = error_message(client, "/survive_posting", image=handle_file(str(ROOT / "examples" / "coffee.png")),
+                            guarded=handle_file(guarded), model=MODEL, seed=5, frames=2, motion_bucket=127,
+                            video_steps=1)
+    assert "not made from this photo" in message
+
+
+def test_example_results_are_stored_for_this_app(served):
+    """examples/cache holds a result for every example, made by scripts/cache_examples.py for this model,
+    these default settings and this code."""
+    app, _ = served
+    cache = app.EXAMPLE_CACHE
+    assert cache.fresh, ("examples/cache is stale (model, default settings or guard's code changed): "
+                         "run `OMP_NUM_THREADS=1 python scripts/cache_examples.py`")
+    assert cache.settings == app.DEFAULTS and cache.model == MODEL
+    for example in app.EXAMPLES:
+        entry = cache.lookup(example)
+        assert entry is not None, example
+        assert entry.numbers["settings"]["method"] == app.DEFAULTS["method"] and entry.numbers["verdict"]["sentence"]
+
+
+def test_clicking_an_example_answers_in_under_a_second(served):
+    """The stored result of an example, through the page's own event (as a click in the browser runs it)."""
+    import time
+
+    from gradio_client import handle_file
+
+    app, client = served
+    if not app.EXAMPLE_CACHE.fresh:
+        pytest.fail("examples/cache is stale: run `OMP_NUM_THREADS=1 python scripts/cache_examples.py`")
+    # an undocumented endpoint (the page's click event): positional arguments
+    client.predict(handle_file(str(EXAMPLE)), api_name="/show_example")  # warm up (first upload, first plot)
+    timings = []
+    for example in app.EXAMPLES:
+        start = time.perf_counter()
+        outputs = client.predict(handle_file(example), api_name="/show_example")
+        timings.append(time.perf_counter() - start)
+        guarded, _, _, video_original, video_guarded, numbers, verdict, *_ = outputs
+        assert guarded and video_path(video_original) and video_path(video_guarded) and "stored result" in verdict
+    print(f"clicked examples answered in {', '.join(f'{t:.2f}' for t in timings)} s")
+    assert max(timings) < 1.0, timings

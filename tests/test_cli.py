@@ -24,6 +24,8 @@ def test_animate_writes_decodable_mp4(tmp_path, model):
     out = tmp_path / "a.mp4"
     result = run("animate", str(EXAMPLE), "-o", str(out), "--model", model, "--seed", "0", "--device", "cpu")
     assert result.returncode == 0, result.stderr
+    assert "denoising" in result.stderr  # the progress bar
+    assert "torchvision" not in result.stderr and "accelerate" not in result.stderr  # no set-up noise
     frames = read_video(out)
     assert frames.ndim == 4 and frames.shape[-1] == 3 and len(frames) >= 2
 
@@ -97,3 +99,110 @@ def test_cogvideox_frame_counts_that_swap_the_positional_embedding_are_refused(t
                  "--frames", "9", "--device", "cpu")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "17-frame videos only" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+# -- refusals: every bound of the app, checked before any model loads (issue 14) ------------------------
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fails the test if a model starts loading: refusals must come first."""
+    import guard.targets
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(guard.targets, "load_target", refuse)
+
+
+def refusal(capsys, *argv) -> str:
+    """Runs the CLI in this process; returns stderr after checking status 2 and a one-line message."""
+    from guard.cli import main
+
+    status = main(list(argv))
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["animate", str(EXAMPLE), "-o", "out.mp4", "--frames", "-1"],
+     "--frames must be 0 (the model's default) or a whole number between 2 and 49, got -1"),
+    (["animate", str(EXAMPLE), "-o", "out.mp4", "--frames", "1"], "--frames must be 0"),
+    (["animate", str(EXAMPLE), "-o", "out.mp4", "--steps", "-1"], "--steps must be between 0 and 50, got -1"),
+    (["animate", str(EXAMPLE), "-o", "out.mp4", "--steps", "100000"], "--steps must be between 0 and 50, got 100000"),
+    (["animate", str(EXAMPLE), "-o", "out.mp4", "--seed", "-3"], "--seed must be between 0 and 2147483647, got -3"),
+    (["animate", str(EXAMPLE), "-o", "out.mp4", "--fps", "0"], "--fps must be between 1 and 60, got 0"),
+    (["animate", str(EXAMPLE), "-o", "out.gif"], "name it .mp4"),
+    (["protect", str(EXAMPLE), "-o", "out.png", "--eps", "0"], "--eps must be between 1 and 32, got 0"),
+    (["protect", str(EXAMPLE), "-o", "out.png", "--eps", "300"], "--eps must be between 1 and 32, got 300"),
+    (["protect", str(EXAMPLE), "-o", "out.png", "--steps", "-1"], "--steps must be between 0 and 200, got -1"),
+    (["protect", str(EXAMPLE), "-o", "out.png", "--steps", "100000"], "--steps must be between 0 and 200, got 100000"),
+    (["protect", str(EXAMPLE), "-o", "out.png", "--step-size", "9"], "--step-size must be above 0 and at most --eps"),
+    (["protect", str(EXAMPLE), "-o", "out.jpg"], "name it .png"),
+    (["evaluate", str(EXAMPLE.parent), "-o", "report", "--eps", "4,0"], "--eps must be between 1 and 32, got 0"),
+    (["evaluate", str(EXAMPLE.parent), "-o", "report", "--frames", "-1"], "--frames must be 0"),
+    (["evaluate", str(EXAMPLE.parent), "-o", "report", "--video-steps", "999"],
+     "--video-steps must be between 0 and 50, got 999"),
+    (["evaluate", str(EXAMPLE.parent), "-o", "report", "--methods", "vidfreeze,magic"], "--methods must be some of"),
+])
+def test_out_of_bounds_is_refused_before_the_model_loads(no_model, capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert message in refusal(capsys, *argv)
+
+
+@pytest.mark.parametrize("command", ["animate", "protect"])
+def test_unreadable_image_is_refused_before_the_model_loads(no_model, capsys, tmp_path, command):
+    text = tmp_path / "photo.png"
+    text.write_text("not a picture")
+    eps = tmp_path / "drawing.eps"  # a format PIL could open (through Ghostscript), but not one we accept
+    PIL_image().save(eps, format="EPS")
+    out = str(tmp_path / ("out.mp4" if command == "animate" else "out.png"))
+    for path in (text, eps, tmp_path / "missing.png"):
+        err = refusal(capsys, command, str(path), "-o", out)
+        assert path.name in err and ("not a readable image" in err or "no such file" in err), err
+
+
+def PIL_image():
+    import PIL.Image
+
+    return PIL.Image.new("RGB", (64, 48), "teal")
+
+
+def test_evaluate_refusal_of_an_existing_report_names_overwrite(no_model, capsys, tmp_path):
+    (tmp_path / "results.csv").write_text("image,method\n")
+    err = refusal(capsys, "evaluate", str(EXAMPLE.parent), "-o", str(tmp_path))
+    assert "--overwrite" in err
+
+
+def test_a_refusal_is_one_line_from_a_real_process(tmp_path):
+    """The same refusal through `python -m guard`: status 2, one sentence, no traceback."""
+    result = run("animate", str(EXAMPLE), "-o", str(tmp_path / "a.mp4"), "--frames", "-1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --frames must be 0 (the model's default) or a whole number between 2 and 49, got -1"]
+
+
+def test_verbose_has_help():
+    from guard.cli import build_parser
+
+    text = build_parser().format_help()
+    assert "-v, --verbose" in text and "log what loads" in text
+
+
+def test_noise_control_prints_no_empty_progress_bar(capsys, tmp_path):
+    from guard.cli import main
+
+    assert main(["protect", str(EXAMPLE), "-o", str(tmp_path / "g.png"), "--model", "tiny-svd", "--method", "noise",
+                 "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "0it" not in captured.err and "PSNR" in captured.out
+
+
+def test_huge_image_is_refused_quietly(tmp_path):
+    """Above PIL's 89-megapixel warning: one sentence from guard, no DecompressionBombWarning."""
+    import PIL.Image
+
+    huge = tmp_path / "huge.png"
+    PIL.Image.new("1", (9600, 9600)).save(huge)  # 92 megapixels, a small file
+    result = run("protect", str(huge), "-o", str(tmp_path / "g.png"))
+    assert result.returncode == 2 and "too large" in result.stderr
+    assert "DecompressionBomb" not in result.stderr and "Traceback" not in result.stderr
