@@ -115,6 +115,7 @@ MODEL_NOTES.update({"svd-xt": MODEL_NOTES["svd"], "cogvideox": MODEL_NOTES["svd"
                     "tiny-cogvideox": MODEL_NOTES["tiny-svd"]})
 METHOD_LABELS = {
     "vidfreeze": "Vid-Freeze (aims to freeze the video)",
+    "freeze": "Freeze (guard's own: still-video prediction at high noise; experimental)",
     "i2vguard": "I2VGuard (aims to ruin the video)",
     "photoguard": "PhotoGuard (encoder attack, a baseline)",
     "noise": "Random noise of the same budget (the control)",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 #: steps and method parameters per method and preset; "frames" None = the model's own frame count
 PRESETS = {
+    "freeze": {"reference": (100, {"noise_draws": None}), "fast": (20, {"frames": 8})},
     "vidfreeze": {"reference": (100, {}), "fast": (16, {"frames": 8})},
     "i2vguard": {"reference": (100, {}), "fast": (10, {"frames": 8, "video_steps": 6, "noise_draws": 4})},
     "photoguard": {"reference": (200, {}), "fast": (50, {})},

@@ -71,7 +71,7 @@ def test_noise_control(photo, params, distribution):
         get_method("noise", distribution="gaussian")
 
 
-@pytest.mark.parametrize("method_name", ["vidfreeze", "i2vguard", "photoguard"])
+@pytest.mark.parametrize("method_name", ["freeze", "vidfreeze", "i2vguard", "photoguard"])
 def test_zero_steps_is_refused(photo, method_name):
     """0 steps of a gradient method would return the random start (the noise control) under the
     method's name: refused, with a sentence naming the control."""
@@ -156,6 +156,7 @@ def fixed_terms(method, target, x, seed=123):
 
 # which way each term must go when its method optimises (measured at fixed draws, before vs after)
 EXPECTED = {
+    "freeze": {"still_distance": "down"},
     "photoguard": {"enc": "down"},
     "vidfreeze": {"attn_energy": "down"},
     "i2vguard": {"enc": "down", "att_distance": "up", "loss": "down"},
@@ -166,7 +167,8 @@ EXPECTED = {
 @pytest.mark.parametrize("method_name", list(EXPECTED))
 def test_loss_terms_move_their_way(target_name, method_name, photo):
     target = load(target_name)
-    method = get_method(method_name)
+    # fresh draws from the generator (not draws fixed at setup), so that before and after see the same ones
+    method = get_method(method_name, **({"noise_draws": None, "buckets": None} if method_name == "freeze" else {}))
     result = protect(target, photo, method, PGDConfig(eps=16 / 255, steps=8, seed=0))
     method.setup(target, target.to_tensor(result.original), torch.Generator().manual_seed(0))
     before = [fixed_terms(method, target, target.to_tensor(result.original), s) for s in range(3)]

@@ -86,16 +86,21 @@ def load_pictures() -> dict[str, np.ndarray]:
     return pictures
 
 
-def save_pictures(path: str) -> None:
-    """Write the training pictures to one .npz (to carry to a machine that lacks the packages)."""
-    np.savez_compressed(path, **load_pictures())
+def save_pictures(path: str, names: list[str] | None = None) -> None:
+    """Write training pictures (all, or `names`) to one .npz, to carry to a machine that lacks a package."""
+    pictures = load_pictures()
+    np.savez_compressed(path, **{k: v for k, v in pictures.items() if names is None or k in names})
 
 
 def read_pictures(path: str | None) -> dict[str, np.ndarray]:
+    """The training pictures of the installed packages, completed (or replaced, name by name) by those
+    of an .npz written by save_pictures (for a machine that lacks a package, e.g. scikit-learn)."""
+    pictures = load_pictures()
     if path and os.path.exists(path):
         with np.load(path) as data:
-            return {k: data[k] for k in data.files}
-    return load_pictures()
+            pictures.update({k: data[k] for k in data.files})
+    assert not set(pictures) & set(HELD_OUT), "a held-out picture slipped into training"
+    return pictures
 
 
 def source_size(size: tuple[int, int]) -> tuple[int, int]:

@@ -212,8 +212,9 @@ def main():
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--save-every", type=float, default=120.0, help="seconds between checkpoints")
     p.add_argument("--max-minutes", type=float, default=1e9, help="stop (after saving and exporting) when this is spent")
-    p.add_argument("--init", default=None, help="a compact export to continue from when --work holds no state (a "
-                   "fresh machine): its VAE is taken as trained, its EMA weights as the UNet's, with a fresh optimizer")
+    p.add_argument("--init", default=None, help="a compact export or a shipped diffusers folder to continue from when "
+                   "--work holds no state (a fresh machine): its VAE is taken as trained, its (EMA) weights as the UNet's "
+                   "and image encoder's, with a fresh optimizer")
     p.add_argument("--textures-every", type=int, default=500, help="steps between fresh procedural textures")
     args = p.parse_args()
 
@@ -235,9 +236,19 @@ def main():
     renderer = ClipRenderer(picture_bank(pictures, size, acc.device), size, seed=args.seed * 1000 + acc.process_index)
 
     if args.init and not os.path.exists(os.path.join(args.work, "unet.pt")) and acc.is_main_process:
-        from training.export import load_compact
+        if os.path.exists(os.path.join(args.init, "model_index.json")):  # a shipped diffusers folder
+            from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+            from transformers import CLIPVisionModelWithProjection
 
-        _, meta, v, u, e = load_compact(args.init)
+            v = AutoencoderKLTemporalDecoder.from_pretrained(args.init, subfolder="vae", torch_dtype=torch.float32)
+            u = UNetSpatioTemporalConditionModel.from_pretrained(args.init, subfolder="unet", torch_dtype=torch.float32)
+            e = CLIPVisionModelWithProjection.from_pretrained(args.init, subfolder="image_encoder", dtype=torch.float32)
+            with open(os.path.join(args.init, "training_meta.json")) as f:
+                meta = json.load(f)
+        else:  # a compact export
+            from training.export import load_compact
+
+            _, meta, v, u, e = load_compact(args.init)
         save_state(os.path.join(args.work, "vae.pt"), {"vae": v.state_dict(), "step": args.vae_steps, "opt": None, "data_rng": None})
         unet.load_state_dict(u.state_dict())
         image_encoder.load_state_dict(e.state_dict())

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from .base import Method
+from .freeze import Freeze
 from .i2vguard import I2VGuard
 from .noise import Noise
 from .photoguard import PhotoGuard
 from .vidfreeze import VidFreeze
 
 METHODS: dict[str, type[Method]] = {
+    "freeze": Freeze,
     "vidfreeze": VidFreeze,
     "i2vguard": I2VGuard,
     "photoguard": PhotoGuard,
@@ -23,4 +25,4 @@ def get_method(name: str, **params) -> Method:
     return METHODS[name](**params)
 
 
-__all__ = ["METHODS", "Method", "get_method", "I2VGuard", "Noise", "PhotoGuard", "VidFreeze"]
+__all__ = ["METHODS", "Method", "get_method", "Freeze", "I2VGuard", "Noise", "PhotoGuard", "VidFreeze"]
