@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import io, limits
+from . import distributed, io, limits
 from .targets import DEFAULT_MODEL, MODELS
 
 logger = logging.getLogger("guard")
@@ -141,19 +141,18 @@ def cmd_protect(args) -> int:
             raise io.InputError("the output must differ from the input (originals are never overwritten)")
         jobs = [(source, output)]
         io.load_image(source)  # an unreadable image is refused now, not after the model has loaded
+    args.device = distributed.device(args.device)  # several processes (accelerate launch): each its own GPU
     target = load(args)
-    failed = []
-    for path, out in jobs:
-        try:
-            protect_one(target, path, out, args)
-        except io.InputError as e:
-            if len(jobs) == 1:
-                raise
-            print(f"skipped: {e}", file=sys.stderr)
-            failed.append(path)
+    # each process protects its share of the images (one process: all of them); several processes'
+    # per-image bars would interleave, so then the main process shows one bar of images instead
+    each = argparse.Namespace(**{**vars(args), "quiet": args.quiet or distributed.processes() > 1})
+    failed = distributed.protect_all(jobs, lambda path, out: protect_one(target, path, out, each),
+                                     folder=output if source.is_dir() else output.parent, progress=not args.quiet)
+    if not distributed.is_main():
+        return 0  # the main process reports for all, and exits last (torchrun stops the others at a failure)
     if failed:
         print(f"{len(jobs) - len(failed)} of {len(jobs)} images protected; skipped: "
-              f"{', '.join(p.name for p in failed)}", file=sys.stderr)
+              f"{', '.join(p.name for p, _ in failed)}", file=sys.stderr)
         return 1
     return 0
 
@@ -194,10 +193,15 @@ def cmd_evaluate(args) -> int:
     config = evaluate.EvalConfig(methods=methods, eps=eps, steps=args.steps, preset=args.preset, seed=args.seed,
                                  video_seeds=evaluate.video_seeds(args.video_seeds), robust=args.robust,
                                  frames=args.frames, video_steps=args.video_steps)
+    args.device = distributed.device(args.device)  # several processes (accelerate launch): each its own GPU
     target = load(args)
-    command = shlex.join(["python", "-m", "guard", *sys.argv[1:]])
-    report = evaluate.run(target, files, config, args.output, command=command, progress=not args.quiet,
-                          overwrite=args.overwrite)
+    command = shlex.join([*distributed.command_prefix(), *sys.argv[1:]])
+    # the images are shared out over the processes (one process: evaluate.run itself); every process
+    # gets the merged report, the main one has written it
+    report = distributed.evaluate(target, files, config, args.output, command=command, progress=not args.quiet,
+                                  overwrite=args.overwrite)
+    if not distributed.is_main():
+        return 0  # the main process reports for all (see cmd_protect)
     print(f"{args.output}: {len(report.rows)} rows from {report.images_done} images in "
           f"{report.seconds / 60:.1f} min (results.csv, summary.md, plots)")
     if report.skipped:  # each was reported as it was met (logged as a warning)

@@ -152,8 +152,11 @@ def machine(target: Target) -> dict:
 
 
 def run(target: Target, files: list[Path], config: EvalConfig, out_dir: str | os.PathLike,
-        command: str = "", progress: bool = True, overwrite: bool = False) -> Report:
+        command: str = "", progress: bool = True, overwrite: bool = False, bar=None) -> Report:
     """Evaluate every method and eps of `config` on `files` against `target`; writes `out_dir`.
+
+    `bar`: a progress bar to advance instead of making one (tqdm-like: update, set_postfix_str, a
+    context manager); `guard.distributed` passes one that counts the units of every process.
 
     Unreadable images (`io.InputError`) are logged, listed in the report and skipped. A folder that
     already holds a results.csv is refused unless `overwrite`: two runs writing one folder corrupt
@@ -170,8 +173,9 @@ def run(target: Target, files: list[Path], config: EvalConfig, out_dir: str | os
     seeds = config.video_seeds
     # units of the progress bar: one per set of videos (original, or one protection), per video seed
     per_image = len(seeds) * (1 + len(config.methods) * len(config.eps))
-    with tqdm(total=len(files) * per_image, desc="evaluate", disable=not progress) as bar, \
-            open(out / "results.csv", "w", newline="") as csv_file:
+    if bar is None:
+        bar = tqdm(total=len(files) * per_image, desc="evaluate", disable=not progress)
+    with bar, open(out / "results.csv", "w", newline="") as csv_file:
         writer = None
         for path in files:
             try:
