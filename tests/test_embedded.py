@@ -29,20 +29,20 @@ def defaults():
         return json.load(f)
 
 
-def _image(size: int) -> PIL.Image.Image:
-    """A held-out photograph (never in the training data), center-cropped and resized."""
+def _image(height: int, width: int) -> PIL.Image.Image:
+    """A held-out photograph (never in the training data), center-cropped to the model's aspect and resized."""
     import skimage.data
 
     img = skimage.data.coffee()
     h, w = img.shape[:2]
-    s = min(h, w)
-    img = img[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
-    return PIL.Image.fromarray(img).resize((size, size), PIL.Image.BICUBIC)
+    ch, cw = (h, round(h * width / height)) if w * height > h * width else (round(w * height / width), w)
+    img = img[(h - ch) // 2 : (h - ch) // 2 + ch, (w - cw) // 2 : (w - cw) // 2 + cw]
+    return PIL.Image.fromarray(img).resize((width, height), PIL.Image.BICUBIC)
 
 
 def test_folder_is_small_and_stock(pipe, defaults):
     size = sum(os.path.getsize(os.path.join(d, n)) for d, _, ns in os.walk(MODEL) for n in ns)
-    assert size <= 30e6, f"embedded model is {size / 1e6:.1f} MB, over the 30 MB budget"
+    assert size <= 100e6, f"embedded model is {size / 1e6:.1f} MB, over the 100 MB budget"
     assert pipe.unet.config.num_frames == defaults["num_frames"]
     assert pipe.unet.config.in_channels == 2 * pipe.vae.config.latent_channels
     assert pipe.unet.dtype == torch.float32 and pipe.image_encoder.dtype == torch.float32  # CPU math in fp32
@@ -50,8 +50,7 @@ def test_folder_is_small_and_stock(pipe, defaults):
 
 
 def test_generates_default_video_with_frame0_close_to_input(pipe, defaults):
-    size = defaults["height"]
-    image = _image(size)
+    image = _image(defaults["height"], defaults["width"])
     frames = pipe(
         image,
         height=defaults["height"],
@@ -65,18 +64,18 @@ def test_generates_default_video_with_frame0_close_to_input(pipe, defaults):
     ref = np.asarray(image).astype(np.float64) / 255
     mse = np.mean((np.clip(frames[0], 0, 1) - ref) ** 2)
     psnr = 10 * np.log10(1 / mse)
-    # The shipped model gives 18.0 dB on this image (model card); a 300-step checkpoint of the same
-    # recipe gave 13.2 dB. The threshold leaves room for platform differences.
+    # The shipped model (v2) gives about 16.7 dB on this image, its worst held-out one (model card:
+    # 20.3 dB over 5 images); the threshold leaves room for platform differences.
     assert psnr > 15.0, f"frame 0 PSNR {psnr:.1f} dB"
     # The video moves: later frames differ from frame 0 more than float noise would.
     assert np.abs(frames[-1] - frames[0]).mean() > 0.01
 
 
-def test_temporal_resnets_are_identities(pipe):
-    """The model card's design claim: temporal convolutions are off (zero last conv), so frames meet
-    only in temporal attention."""
+def test_temporal_convolutions_are_trained(pipe):
+    """The model card's design claim (v2, as SVD): the temporal convolutions were trained, not frozen at
+    identity as in v1 (a zero last convolution): frames meet in temporal attention and convolutions."""
     convs = [m.conv2 for n, m in pipe.unet.named_modules() if n.endswith("temporal_res_block")]
-    assert convs and all(float(c.weight.abs().max()) == 0 and float(c.bias.abs().max()) == 0 for c in convs)
+    assert convs and all(float(c.weight.abs().max()) > 1e-3 for c in convs)
 
 
 def test_guards_recorder_is_exact_on_the_embedded_model(defaults):
