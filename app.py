@@ -32,6 +32,7 @@ import matplotlib.figure
 import matplotlib.ticker
 import numpy as np
 import PIL.Image
+import PIL.ImageDraw
 import torch
 
 from guard import example_cache
@@ -59,7 +60,9 @@ MAX_FRAMES, MAX_VIDEO_STEPS = limits.MAX_FRAMES, limits.MAX_VIDEO_STEPS
 DEFAULT_EPS = 8
 # default steps: the "fast" preset's per method (guard/presets.py), or GUARD_DEFAULT_STEPS for all
 DEFAULT_STEPS_OVERRIDE = os.environ.get("GUARD_DEFAULT_STEPS")
-MAX_SIDE = int(os.environ.get("GUARD_MAX_SIDE", "4096"))  # larger uploads are shrunk first (with a notice)
+# photos are guarded at their own size, up to GUARD_MAX_SIDE px a side (guard/limits.py): larger ones are
+# shrunk to fit first, with a notice
+MAX_SIDE = limits.MAX_SIDE
 MAX_FILE_SIZE = os.environ.get("GUARD_MAX_FILE_SIZE", "25mb")  # uploads above this are refused by Gradio
 REQUEST_DIR_MAX_AGE_S = 3600  # per-request folders older than this are removed
 # the queue: jobs waiting in all (GUARD_QUEUE_SIZE), jobs queued or running per visitor (a page or a
@@ -293,25 +296,16 @@ def notify(state: dict, key: str, notice: str, kind: str = "info") -> None:
         (gr.Warning if kind == "warning" else gr.Info)(notice)
 
 
-def open_upload(image: str | None, target: Target, state: dict) -> tuple[PIL.Image.Image, PIL.Image.Image]:
-    """(upload as 8-bit RGB, upload at the model's working resolution); notices go to the page."""
+def open_upload(image: str | None, state: dict) -> PIL.Image.Image:
+    """The upload as 8-bit RGB, upright, at its own size (shrunk to MAX_SIDE a side if larger), with
+    its ICC profile; notices (conversions, shrinking) go to the page."""
     if not image:
         raise refusal("Upload an image first (or click one of the examples).")
-    picture, notices = gio.load_image(image)
+    picture, notices = gio.load_image(image, MAX_SIDE)
     key = example_cache.file_digest(image)
     for notice in notices:
         notify(state, key, notice, "warning")
-    if max(picture.size) > MAX_SIDE:
-        w, h = picture.size
-        picture = picture.copy()
-        picture.thumbnail((MAX_SIDE, MAX_SIDE), PIL.Image.Resampling.LANCZOS)
-        notify(state, key, f"The image ({w}x{h}) was shrunk to {picture.width}x{picture.height} first.")
-    prepared = target.prepare_image(picture)
-    if prepared.size != picture.size:
-        notify(state, key, f"The image was center-cropped and resized from {picture.width}x{picture.height} to "
-                           f"{prepared.width}x{prepared.height}, the working size of {target.name}: the guarded PNG "
-                           "has this size.")
-    return picture, prepared
+    return picture
 
 
 def pick_seed(seed, randomize_seed: bool) -> int:
@@ -364,10 +358,33 @@ def protection_seed(seed: int) -> int:
     return MAX_SEED + 1 + seed
 
 
-def amplified(protection: Protection, eps_levels: int) -> np.ndarray:
-    """The perturbation made visible: -eps..+eps levels mapped to black..white, 0 to mid-gray."""
+#: the perturbation view: the whole change fits in DISPLAY_SIDE px, beside a CROP_SIDE px crop at 100%
+DISPLAY_SIDE, CROP_SIDE, GUTTER = 768, 256, 8
+
+
+def perturbation_view(protection: Protection, eps_levels: int) -> np.ndarray:
+    """The change made visible: -eps..+eps levels mapped to black..white, 0 to mid-gray. A photo longer
+    than DISPLAY_SIDE is shown whole, downscaled by keeping every n-th pixel (averaging would blur
+    the grain of the change into gray), with a red frame around its centre, and beside it that
+    centre as a CROP_SIDE-px crop at 100% (one pixel of the photo per pixel): what the change looks
+    like at real size. uint8 (h, w, 3)."""
     delta = protection.perturbation().astype(np.float32)  # (H, W, 3), 8-bit levels
-    return np.clip(127.5 + delta * (127.5 / max(eps_levels, 1)), 0, 255).round().astype(np.uint8)
+    change = np.clip(127.5 + delta * (127.5 / max(eps_levels, 1)), 0, 255).round().astype(np.uint8)
+    height, width = change.shape[:2]
+    if max(height, width) <= DISPLAY_SIDE:
+        return change
+    whole = PIL.Image.fromarray(change)
+    factor = DISPLAY_SIDE / max(height, width)
+    whole = whole.resize((max(1, round(width * factor)), max(1, round(height * factor))), PIL.Image.Resampling.NEAREST)
+    side_h, side_w = min(CROP_SIDE, height), min(CROP_SIDE, width)
+    top, left = (height - side_h) // 2, (width - side_w) // 2
+    crop = PIL.Image.fromarray(change[top:top + side_h, left:left + side_w])
+    PIL.ImageDraw.Draw(whole).rectangle(
+        [left * factor, top * factor, (left + side_w) * factor, (top + side_h) * factor], outline=(220, 0, 0), width=2)
+    view = PIL.Image.new("RGB", (whole.width + GUTTER + crop.width, max(whole.height, crop.height)), (255, 255, 255))
+    view.paste(whole, (0, 0))
+    view.paste(crop, (whole.width + GUTTER, 0))
+    return np.asarray(view)
 
 
 def deadline_after(seconds: float | None = None) -> float:
@@ -641,16 +658,17 @@ def _protect(image, method, eps, steps, model, seed, randomize_seed, robust, sta
     eps = checked(limits.eps, eps)
     steps = checked(limits.steps, steps)
     seed = pick_seed(seed, randomize_seed)
-    _, prepared = open_upload(image, target, state)
+    picture = open_upload(image, state)
     attack = make_method(method, target)
     config = PGDConfig(eps=eps / 255, steps=steps, robust=bool(robust), seed=protection_seed(seed))
     label = f"Protecting with {method}"
     progress((0, max(steps, 1)), desc=label)
-    result = protect(target, prepared, attack, config, callback=pgd_progress(progress, label, deadline))
+    result = protect(target, picture, attack, config, callback=pgd_progress(progress, label, deadline))
     folder = request_dir()
     stem = safe_stem(image)
     guarded_png = gio.save_png(result.image, folder / f"{stem}_guarded.png")
-    perturbation_png = gio.save_png(amplified(result, eps), folder / f"{stem}_perturbation_x{127.5 / eps:.0f}.png")
+    perturbation_png = gio.save_png(perturbation_view(result, eps),
+                                    folder / f"{stem}_perturbation_x{127.5 / eps:.0f}.png")
     return result, folder, str(guarded_png), str(perturbation_png), seed, eps, steps
 
 
@@ -691,8 +709,8 @@ def animate_image(image: str, model: str = AVAILABLE_MODELS[0], seed: int = 0, r
         target = get_target(model)
         seed = pick_seed(seed, randomize_seed)
         options = video_options(target, frames, motion_bucket, video_steps)
-        _, prepared = open_upload(image, target, state)
-        frames_ = _animate(target, prepared, seed, options, progress, "Animating the image", deadline_after())
+        picture = open_upload(image, state)
+        frames_ = _animate(target, picture, seed, options, progress, "Animating the image", deadline_after())
         path = gio.save_video(frames_, request_dir() / f"{safe_stem(image)}.mp4", fps=getattr(target, "fps", 8))
         return str(path), seed, settings_text(model, seed, options=options), state
 
@@ -746,13 +764,13 @@ def survive_posting(image: str, guarded: str, model: str = AVAILABLE_MODELS[0], 
         seed = checked(limits.seed, seed)
         options = video_options(target, frames, motion_bucket, video_steps)
         check_guarded(guarded)
-        _, prepared = open_upload(image, target, state)
-        original = np.asarray(prepared)
+        picture = open_upload(image, state)
+        original = np.asarray(picture)
         guarded_image, _ = gio.load_image(guarded)
         guarded_pixels = np.asarray(guarded_image)
         if guarded_pixels.shape != original.shape:
-            raise refusal(f"The guarded image is {guarded_image.width}x{guarded_image.height}, not the "
-                          f"{prepared.width}x{prepared.height} of {model}: protect the photo again with this model.")
+            raise refusal(f"The guarded image ({guarded_image.width}x{guarded_image.height}) was not made from this "
+                          f"photo ({picture.width}x{picture.height}): protect the photo again.")
         eps = int(np.abs(guarded_pixels.astype(np.int16) - original).max())
         if not 0 < eps <= MAX_EPS:
             raise refusal("The guarded image was not made from this photo (it differs by "
@@ -860,7 +878,7 @@ original's than both the control's frames and the photo's own change; otherwise 
 protection". One photo and one seed (smaller differences are within what seeds alone do):
 `python -m guard evaluate` measures many.
 
-**Numbers.** PSNR and SSIM compare the guarded image with the original (at the model's working size);
+**Numbers.** PSNR and SSIM compare the guarded image with the original, both at the photo's own size;
 the largest pixel change is in 8-bit levels. Motion is the mean Farneback optical flow between
 consecutive frames; a motion ratio below 1 means the video moves less than the original's. PSNR and SSIM
 between two videos say how different they are (lower: more different). The methods run with the "fast"
@@ -941,8 +959,11 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
                 perturbation_out = gr.Image(label="Change, amplified", format="png",
                                             type="filepath", interactive=False, height=280, buttons=["fullscreen"],
                                             elem_classes="guard-out", elem_id="perturbation", min_width=150)
-            gr.Markdown("Change, amplified: gray = unchanged, black / white = -eps / +eps. Both videos are made "
-                        "with the same seed and settings.", elem_id="outputs-note")
+            gr.Markdown("The guarded PNG has the photo's own size. Change, amplified: gray = unchanged, black / "
+                        f"white = -eps / +eps; a photo over {DISPLAY_SIDE} px is shown whole (every n-th pixel) with "
+                        "its centre (red frame) beside it at 100%: open it full screen to see the change at real "
+                        "size. Both videos are made from the photos at their own size, resized by the model's "
+                        "pipeline as an animator's would, with the same seed and settings.", elem_id="outputs-note")
             guarded_file = gr.File(label="Download the guarded image (lossless PNG)",
                                    interactive=False, elem_id="guarded-file")
             with gr.Row(equal_height=True):
