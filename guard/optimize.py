@@ -175,10 +175,10 @@ def quantize(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> np.ndarray:
 
 
 def setup_views(target: Target, x: torch.Tensor, method, config: PGDConfig, generator: torch.Generator) -> dict:
-    """A set-up copy of `method` per view kind: its references (static video, clean video, clean
-    maps) are those of the clean photo as that kind shows it to the model, at scale 1. Kinds that show
-    the photo alike (a photo of the model's aspect) share one copy. A scale change only resamples the
-    same picture, so a scaled view keeps its kind's references."""
+    """`method` set up for the first view kind, and a set-up copy of it for each other kind: their
+    references (static video, clean video, clean maps) are those of the clean photo as that kind shows
+    it to the model, at scale 1. Kinds that show the photo alike (a photo of the model's aspect) share
+    one. A scale change only resamples the same picture, so a scaled view keeps its kind's references."""
     size, working = (x.shape[-1], x.shape[-2]), (target.width, target.height)
     methods, done = {}, []
     with torch.no_grad():
@@ -186,7 +186,7 @@ def setup_views(target: Target, x: torch.Tensor, method, config: PGDConfig, gene
             clean = Resampler(View(kind), size, working, x.device)(x)
             methods[kind] = next((m for other, m in done if torch.equal(other, clean)), None)
             if methods[kind] is None:
-                methods[kind] = copy.copy(method)
+                methods[kind] = copy.copy(method) if done else method
                 methods[kind].setup(target, clean, generator)
                 done.append((clean, methods[kind]))
     return methods
@@ -242,10 +242,11 @@ def protect(target: Target, image: PIL.Image.Image, method, config: PGDConfig | 
             values = {k: float(v.detach()) for k, v in terms.items()}
             del terms, x_in  # the step's graph goes with them
             with torch.no_grad():
-                # descend on the method's loss at full size, then project onto the eps-ball and the valid range
-                x_adv = x_adv.detach() - alpha * grad.sign()
+                # descend on the method's loss at full size, then project onto the eps-ball and the valid
+                # range (in place: at 12 megapixels every full-size temporary is 150 MB)
+                delta = x_adv.detach().sub_(grad.sign_().mul_(alpha)).sub_(x).clamp_(-eps, eps)
                 del grad
-                x_adv = (x + (x_adv - x).clamp(-eps, eps)).clamp(0, 1)
+                x_adv = delta.add_(x).clamp_(0, 1)
             for k, v in values.items():
                 history.setdefault(k, []).append(v)
             if callback is not None:

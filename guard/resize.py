@@ -133,13 +133,17 @@ def _to_torch(matrix: scipy.sparse.csr_matrix, device) -> torch.Tensor:
 
 
 def _apply(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """rows @ x @ cols^T for every image and channel of x (B, C, H, W) -> (B, C, h, w)."""
-    b, c, height, width = x.shape
+    """rows @ plane @ cols^T for every image plane of x (..., H, W) -> (..., h, w), one plane at a time.
+    The order of the products never transposes a full-size plane: shrinking (the forward pass) starts
+    with rows, enlarging (the backward pass) ends with rows, whose product comes out contiguous."""
     h, w = rows.shape[0], cols.shape[0]
-    y = rows @ x.permute(2, 0, 1, 3).reshape(height, b * c * width)  # (h, B*C*W)
-    y = y.reshape(h, b, c, width).permute(3, 1, 2, 0).reshape(width, b * c * h)  # (W, B*C*h)
-    y = cols @ y  # (w, B*C*h)
-    return y.reshape(w, b, c, h).permute(1, 2, 3, 0).contiguous()  # (B, C, h, w)
+    out = []
+    for plane in x.reshape(-1, *x.shape[-2:]):  # (H, W)
+        if plane.numel() >= h * w:
+            out.append((cols @ (rows @ plane).T.contiguous()).T)  # (h, W) -> (w, h) -> (h, w)
+        else:
+            out.append(rows @ (cols @ plane.T.contiguous()).T.contiguous())  # (W, H') -> (H', W) -> (h, w)
+    return torch.stack(out).reshape(*x.shape[:-2], h, w)
 
 
 class _Resample(torch.autograd.Function):
