@@ -12,7 +12,9 @@ it is not smooth; `--size` takes several) with the app's default protection (Vid
   `torch.cuda.max_memory_allocated`;
 - the same protection of the center-cropped working-size image (`PGDConfig(working_size=True)`, what
   guard did before it guarded photos at their own size): what full size adds;
-- writing the guarded PNG and measuring PSNR / SSIM at full size (what the CLI and the app add).
+- a 1-step video from the working-size image and from the full-size photo (the pipeline's own resize
+  of a large photo), writing the guarded PNG and measuring PSNR / SSIM at full size (what the CLI and
+  the app add).
 
 `--model svd-xt-random` builds the SVD-XT architecture with random weights in bfloat16 as
 `benchmarks/bench_gpu.py` does (timing depends on shapes, not on weight values; no hub needed).
@@ -158,6 +160,18 @@ def main() -> int:
               f"PNG | setup {' + '.join(f'{s:.1f}' for s in n['setups'])} s, first step {n['first_step']:.2f} s, "
               f"then {n['per_step']:.2f} s/step, total {n['total']:.1f} s | peak {n['peak']:.2f} {unit} "
               f"(resident before: {n['rss_before']:.2f} GiB)", flush=True)
+    # what a full-size photo adds to a video: the pipeline's own resize (and SVD's CLIP branch, which
+    # resizes the full-size photo to 224 itself); one denoising step, so the difference is the preprocessing
+    seconds = {}
+    for name, picture in (("working size", target.prepare_image(image)), (f"{image.width}x{image.height}", image)):
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        target.generate(picture, seed=0, num_inference_steps=1)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds[name] = time.perf_counter() - t
+    print("a 1-step video from the photo at " + ", at ".join(f"{k}: {v:.1f} s" for k, v in seconds.items()))
     with tempfile.TemporaryDirectory() as folder:
         t = time.perf_counter()
         path = save_png(result.image, Path(folder) / "guarded.png")

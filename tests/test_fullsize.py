@@ -15,6 +15,16 @@ from guard.optimize import PGDConfig, protect
 from guard.resize import Resampler, View, center_crop_box
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread (as tests/test_evaluate.py): on a loaded 2-core CPU two threads made these
+    tests several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def textured(width: int, height: int, seed: int = 0) -> PIL.Image.Image:
     """A photo-like image: smooth colour gradients plus fine texture, values kept off 0 and 255 (Pillow
     clips its intermediate image there, a float resize does not)."""
