@@ -4,7 +4,8 @@
     python benchmarks/bench_fullsize.py --device cuda --model svd-xt-random --size 4000x3000,4096x3072
 
 Guards a W x H photo (default 4000 x 3000: an example photo enlarged, with a fine texture added so that
-it is not smooth; `--size` takes several) with the app's default protection (Vid-Freeze, "fast" preset, eps 8/255) and prints:
+it is not smooth; `--size` takes several) with the app's default protection (Vid-Freeze, "fast" preset,
+eps 8/255) and prints:
 - the protection at full size: setup seconds (the method's clean references, once per view kind),
   seconds per PGD step (mean of the steps after the first), total, and the peak memory during the
   protection: on the CPU the process's peak resident memory (VmHWM, reset just before; the loaded
@@ -146,7 +147,8 @@ def main() -> int:
     t = time.perf_counter()
     target = load(args.model, args.device)
     print(f"model {args.model} on {args.device} ({target.dtype}), working size {target.width}x{target.height}, "
-          f"loaded in {time.perf_counter() - t:.1f} s; torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+          f"loaded in {time.perf_counter() - t:.1f} s; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} CPU threads, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if args.device.startswith("cuda"):
         print(f"GPU: {torch.cuda.get_device_name(args.device)}")
@@ -156,7 +158,8 @@ def main() -> int:
     for label, (width, height), working_size in runs:
         image = twelve_megapixels(width, height)
         result, n = timed_protection(target, image, args.method, args.eps, args.steps, working_size, args.device)
-        print(f"{args.method} eps {args.eps}/255, {n['steps']} steps, {label}: {result.image.width}x{result.image.height} "
+        print(f"{args.method} eps {args.eps}/255, {n['steps']} steps, {label}: "
+              f"{result.image.width}x{result.image.height} "
               f"PNG | setup {' + '.join(f'{s:.1f}' for s in n['setups'])} s, first step {n['first_step']:.2f} s, "
               f"then {n['per_step']:.2f} s/step, total {n['total']:.1f} s | peak {n['peak']:.2f} {unit} "
               f"(resident before: {n['rss_before']:.2f} GiB)", flush=True)

@@ -6,10 +6,12 @@ made from a photo at that size, which the pipeline resizes to the model's workin
 pipeline would (`Target.generate`), so all the videos compared have the model's size. With
 `working_size`, each photo is first center-cropped and resized to the working size and guarded there,
 as guard did before it guarded photos at their own size: the two runs side by side say how much
-guarding the full-size photo through the model's resize costs the protection. Then, for each of several video seeds (`video_seeds`, default 1000-1003,
-never the protection's seed: a protection must not see the seeds it is judged on), a video is made
-from the original and one from the guarded image with that seed, and the two are compared with
-`guard.metrics` (no metric is computed here). The same comparison is repeated after a "posted
+guarding the full-size photo through the model's resize costs the protection.
+
+Then, for each of several video seeds (`video_seeds`, default 1000-1003, never the protection's seed:
+a protection must not see the seeds it is judged on), a video is made from the original and one from
+the guarded image with that seed, and the two are compared with `guard.metrics` (no metric is
+computed here). The same comparison is repeated after a "posted
 online" transformation (JPEG q=75, resize 0.75x and back) of both photos: the video of the
 transformed guarded photo is compared with the video of the identically transformed original, so
 that the row measures what the protection still does, not what JPEG alone does to a video.

@@ -46,8 +46,6 @@ def test_protect_writes_bounded_png_and_prints_numbers(tmp_path):
     import numpy as np
     import PIL.Image
 
-    from guard.targets import load_target
-
     out = tmp_path / "guarded.png"
     result = run("protect", str(EXAMPLE), "-o", str(out), "--model", "tiny-svd", "--method", "photoguard",
                  "--eps", "6", "--steps", "2", "-q", "--device", "cpu")

@@ -19,6 +19,8 @@ import numpy as np
 import PIL.Image
 import torch
 
+from ..resize import center_crop_box
+
 
 def normalize_to_neg_one_to_one(x: torch.Tensor) -> torch.Tensor:
     return x * 2.0 - 1.0
@@ -101,8 +103,6 @@ class Target:
         what a careful user does before handing a photo to the pipeline (the "crop" view of
         `guard.resize`, which crops the same window). `generate` does not call it: it hands the
         photo to the pipeline as it is, as an animator would."""
-        from ..resize import center_crop_box
-
         image = image.convert("RGB")
         box = center_crop_box(image.width, image.height, self.width, self.height)
         if box != (0, 0, image.width, image.height):
