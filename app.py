@@ -83,13 +83,14 @@ MAX_JOB_SECONDS = float(os.environ.get("GUARD_MAX_JOB_SECONDS", "600"))
 # protection step 0.56 s at 8 of its 25 frames (1.75 s x 8/25); CogVideoX 1.91 s a step of 49 frames
 # (0.039, plus decode), a protection step 5.9 s at all 49 frames (CogVideoX attacks at 49 only; its fast
 # Vid-Freeze reads 4 of 42 blocks, so this over-reserves it until re-measured). `fixed` covers
-# I2VGuard's setup (its clean video: 3.5-3.9 s) and the decode. SVD (14 frames) is scaled from SVD-XT;
+# I2VGuard's setup (its clean video: 3.5-3.9 s; made twice when the photo's aspect differs from the
+# model's, once per view kind: guard/optimize.py `setup_views`, not yet measured on a GPU) and the decode. SVD (14 frames) is scaled from SVD-XT;
 # the embedded model is a CPU model. A ZeroGPU half card is slower than an H100: keep the margin.
 GPU_COST = {
     "embedded": dict(fixed=5.0, pgd_step=0.10, denoise_frame_step=0.004, frames=8, video_steps=12),
-    "svd": dict(fixed=10.0, pgd_step=1.0, denoise_frame_step=0.04, frames=14, video_steps=25),
-    "svd-xt": dict(fixed=10.0, pgd_step=1.75, denoise_frame_step=0.04, frames=25, video_steps=25),
-    "cogvideox": dict(fixed=25.0, pgd_step=6.0, denoise_frame_step=0.05, frames=49, video_steps=50),
+    "svd": dict(fixed=15.0, pgd_step=1.0, denoise_frame_step=0.04, frames=14, video_steps=25),
+    "svd-xt": dict(fixed=15.0, pgd_step=1.75, denoise_frame_step=0.04, frames=25, video_steps=25),
+    "cogvideox": dict(fixed=30.0, pgd_step=6.0, denoise_frame_step=0.05, frames=49, video_steps=50),
     "tiny-svd": dict(fixed=2.0, pgd_step=0.05, denoise_frame_step=0.01, frames=4, video_steps=3),
     "tiny-cogvideox": dict(fixed=2.0, pgd_step=0.05, denoise_frame_step=0.01, frames=9, video_steps=3),
 }
