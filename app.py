@@ -32,6 +32,7 @@ import matplotlib.figure
 import matplotlib.ticker
 import numpy as np
 import PIL.Image
+import PIL.ImageDraw
 import torch
 
 from guard import example_cache
@@ -59,7 +60,9 @@ MAX_FRAMES, MAX_VIDEO_STEPS = limits.MAX_FRAMES, limits.MAX_VIDEO_STEPS
 DEFAULT_EPS = 8
 # default steps: the "fast" preset's per method (guard/presets.py), or GUARD_DEFAULT_STEPS for all
 DEFAULT_STEPS_OVERRIDE = os.environ.get("GUARD_DEFAULT_STEPS")
-MAX_SIDE = int(os.environ.get("GUARD_MAX_SIDE", "4096"))  # larger uploads are shrunk first (with a notice)
+# photos are guarded at their own size, up to GUARD_MAX_SIDE px a side (guard/limits.py): larger ones are
+# shrunk to fit first, with a notice
+MAX_SIDE = limits.MAX_SIDE
 MAX_FILE_SIZE = os.environ.get("GUARD_MAX_FILE_SIZE", "25mb")  # uploads above this are refused by Gradio
 REQUEST_DIR_MAX_AGE_S = 3600  # per-request folders older than this are removed
 # the queue: jobs waiting in all (GUARD_QUEUE_SIZE), jobs queued or running per visitor (a page or a
@@ -80,13 +83,14 @@ MAX_JOB_SECONDS = float(os.environ.get("GUARD_MAX_JOB_SECONDS", "600"))
 # protection step 0.56 s at 8 of its 25 frames (1.75 s x 8/25); CogVideoX 1.91 s a step of 49 frames
 # (0.039, plus decode), a protection step 5.9 s at all 49 frames (CogVideoX attacks at 49 only; its fast
 # Vid-Freeze reads 4 of 42 blocks, so this over-reserves it until re-measured). `fixed` covers
-# I2VGuard's setup (its clean video: 3.5-3.9 s) and the decode. SVD (14 frames) is scaled from SVD-XT;
+# I2VGuard's setup (its clean video: 3.5-3.9 s; made twice when the photo's aspect differs from the
+# model's, once per view kind: guard/optimize.py `setup_views`, not yet measured on a GPU) and the decode. SVD (14 frames) is scaled from SVD-XT;
 # the embedded model is a CPU model. A ZeroGPU half card is slower than an H100: keep the margin.
 GPU_COST = {
     "embedded": dict(fixed=5.0, pgd_step=0.10, denoise_frame_step=0.004, frames=8, video_steps=12),
-    "svd": dict(fixed=10.0, pgd_step=1.0, denoise_frame_step=0.04, frames=14, video_steps=25),
-    "svd-xt": dict(fixed=10.0, pgd_step=1.75, denoise_frame_step=0.04, frames=25, video_steps=25),
-    "cogvideox": dict(fixed=25.0, pgd_step=6.0, denoise_frame_step=0.05, frames=49, video_steps=50),
+    "svd": dict(fixed=15.0, pgd_step=1.0, denoise_frame_step=0.04, frames=14, video_steps=25),
+    "svd-xt": dict(fixed=15.0, pgd_step=1.75, denoise_frame_step=0.04, frames=25, video_steps=25),
+    "cogvideox": dict(fixed=30.0, pgd_step=6.0, denoise_frame_step=0.05, frames=49, video_steps=50),
     "tiny-svd": dict(fixed=2.0, pgd_step=0.05, denoise_frame_step=0.01, frames=4, video_steps=3),
     "tiny-cogvideox": dict(fixed=2.0, pgd_step=0.05, denoise_frame_step=0.01, frames=9, video_steps=3),
 }
@@ -294,25 +298,16 @@ def notify(state: dict, key: str, notice: str, kind: str = "info") -> None:
         (gr.Warning if kind == "warning" else gr.Info)(notice)
 
 
-def open_upload(image: str | None, target: Target, state: dict) -> tuple[PIL.Image.Image, PIL.Image.Image]:
-    """(upload as 8-bit RGB, upload at the model's working resolution); notices go to the page."""
+def open_upload(image: str | None, state: dict) -> PIL.Image.Image:
+    """The upload as 8-bit RGB, upright, at its own size (shrunk to MAX_SIDE a side if larger), with
+    its ICC profile; notices (conversions, shrinking) go to the page."""
     if not image:
         raise refusal("Upload an image first (or click one of the examples).")
-    picture, notices = gio.load_image(image)
+    picture, notices = gio.load_image(image, MAX_SIDE)
     key = example_cache.file_digest(image)
     for notice in notices:
         notify(state, key, notice, "warning")
-    if max(picture.size) > MAX_SIDE:
-        w, h = picture.size
-        picture = picture.copy()
-        picture.thumbnail((MAX_SIDE, MAX_SIDE), PIL.Image.Resampling.LANCZOS)
-        notify(state, key, f"The image ({w}x{h}) was shrunk to {picture.width}x{picture.height} first.")
-    prepared = target.prepare_image(picture)
-    if prepared.size != picture.size:
-        notify(state, key, f"The image was center-cropped and resized from {picture.width}x{picture.height} to "
-                           f"{prepared.width}x{prepared.height}, the working size of {target.name}: the guarded PNG "
-                           "has this size.")
-    return picture, prepared
+    return picture
 
 
 def pick_seed(seed, randomize_seed: bool) -> int:
@@ -365,10 +360,33 @@ def protection_seed(seed: int) -> int:
     return MAX_SEED + 1 + seed
 
 
-def amplified(protection: Protection, eps_levels: int) -> np.ndarray:
-    """The perturbation made visible: -eps..+eps levels mapped to black..white, 0 to mid-gray."""
+#: the perturbation view: the whole change fits in DISPLAY_SIDE px, beside a CROP_SIDE px crop at 100%
+DISPLAY_SIDE, CROP_SIDE, GUTTER = 768, 256, 8
+
+
+def perturbation_view(protection: Protection, eps_levels: int) -> np.ndarray:
+    """The change made visible: -eps..+eps levels mapped to black..white, 0 to mid-gray. A photo longer
+    than DISPLAY_SIDE is shown whole, downscaled by keeping every n-th pixel (averaging would blur
+    the grain of the change into gray), with a red frame around its centre, and beside it that
+    centre as a CROP_SIDE-px crop at 100% (one pixel of the photo per pixel): what the change looks
+    like at real size. uint8 (h, w, 3)."""
     delta = protection.perturbation().astype(np.float32)  # (H, W, 3), 8-bit levels
-    return np.clip(127.5 + delta * (127.5 / max(eps_levels, 1)), 0, 255).round().astype(np.uint8)
+    change = np.clip(127.5 + delta * (127.5 / max(eps_levels, 1)), 0, 255).round().astype(np.uint8)
+    height, width = change.shape[:2]
+    if max(height, width) <= DISPLAY_SIDE:
+        return change
+    whole = PIL.Image.fromarray(change)
+    factor = DISPLAY_SIDE / max(height, width)
+    whole = whole.resize((max(1, round(width * factor)), max(1, round(height * factor))), PIL.Image.Resampling.NEAREST)
+    side_h, side_w = min(CROP_SIDE, height), min(CROP_SIDE, width)
+    top, left = (height - side_h) // 2, (width - side_w) // 2
+    crop = PIL.Image.fromarray(change[top:top + side_h, left:left + side_w])
+    PIL.ImageDraw.Draw(whole).rectangle(
+        [left * factor, top * factor, (left + side_w) * factor, (top + side_h) * factor], outline=(220, 0, 0), width=2)
+    view = PIL.Image.new("RGB", (whole.width + GUTTER + crop.width, max(whole.height, crop.height)), (255, 255, 255))
+    view.paste(whole, (0, 0))
+    view.paste(crop, (whole.width + GUTTER, 0))
+    return np.asarray(view)
 
 
 def deadline_after(seconds: float | None = None) -> float:
@@ -642,16 +660,17 @@ def _protect(image, method, eps, steps, model, seed, randomize_seed, robust, sta
     eps = checked(limits.eps, eps)
     steps = checked(limits.steps, steps)
     seed = pick_seed(seed, randomize_seed)
-    _, prepared = open_upload(image, target, state)
+    picture = open_upload(image, state)
     attack = make_method(method, target)
     config = PGDConfig(eps=eps / 255, steps=steps, robust=bool(robust), seed=protection_seed(seed))
     label = f"Protecting with {method}"
     progress((0, max(steps, 1)), desc=label)
-    result = protect(target, prepared, attack, config, callback=pgd_progress(progress, label, deadline))
+    result = protect(target, picture, attack, config, callback=pgd_progress(progress, label, deadline))
     folder = request_dir()
     stem = safe_stem(image)
     guarded_png = gio.save_png(result.image, folder / f"{stem}_guarded.png")
-    perturbation_png = gio.save_png(amplified(result, eps), folder / f"{stem}_perturbation_x{127.5 / eps:.0f}.png")
+    perturbation_png = gio.save_png(perturbation_view(result, eps),
+                                    folder / f"{stem}_perturbation_x{127.5 / eps:.0f}.png")
     return result, folder, str(guarded_png), str(perturbation_png), seed, eps, steps
 
 
@@ -692,8 +711,8 @@ def animate_image(image: str, model: str = AVAILABLE_MODELS[0], seed: int = 0, r
         target = get_target(model)
         seed = pick_seed(seed, randomize_seed)
         options = video_options(target, frames, motion_bucket, video_steps)
-        _, prepared = open_upload(image, target, state)
-        frames_ = _animate(target, prepared, seed, options, progress, "Animating the image", deadline_after())
+        picture = open_upload(image, state)
+        frames_ = _animate(target, picture, seed, options, progress, "Animating the image", deadline_after())
         path = gio.save_video(frames_, request_dir() / f"{safe_stem(image)}.mp4", fps=getattr(target, "fps", 8))
         return str(path), seed, settings_text(model, seed, options=options), state
 
@@ -747,13 +766,13 @@ def survive_posting(image: str, guarded: str, model: str = AVAILABLE_MODELS[0], 
         seed = checked(limits.seed, seed)
         options = video_options(target, frames, motion_bucket, video_steps)
         check_guarded(guarded)
-        _, prepared = open_upload(image, target, state)
-        original = np.asarray(prepared)
+        picture = open_upload(image, state)
+        original = np.asarray(picture)
         guarded_image, _ = gio.load_image(guarded)
         guarded_pixels = np.asarray(guarded_image)
         if guarded_pixels.shape != original.shape:
-            raise refusal(f"The guarded image is {guarded_image.width}x{guarded_image.height}, not the "
-                          f"{prepared.width}x{prepared.height} of {model}: protect the photo again with this model.")
+            raise refusal(f"The guarded image ({guarded_image.width}x{guarded_image.height}) was not made from this "
+                          f"photo ({picture.width}x{picture.height}): protect the photo again.")
         eps = int(np.abs(guarded_pixels.astype(np.int16) - original).max())
         if not 0 < eps <= MAX_EPS:
             raise refusal("The guarded image was not made from this photo (it differs by "
@@ -843,7 +862,9 @@ the video of the photo plus random noise of the same budget (the control). Click
 stored result at once, or upload a photo and press **Protect & animate**."""
 ABOUT = f"""
 **Methods.** All four share one L-inf projected-gradient loop (`guard/optimize.py`): the guarded image
-never differs from the original by more than *eps*/255 in any pixel channel, and is saved as an 8-bit PNG.
+never differs from the original by more than *eps*/255 in any pixel channel, and is saved as an 8-bit PNG
+of the photo's own size. The change is optimised through the resize the model's pipeline applies to a
+photo of any size, and through a center crop to the model's aspect (`guard/resize.py`).
 - **Vid-Freeze** (arXiv 2509.23279) pushes the model's temporal attention toward uniform over frames,
   meant to make every frame alike so that the video freezes.
 - **I2VGuard** (Gui et al., CVPR 2025) pushes the image's latent, the denoised video and the temporal
@@ -861,7 +882,7 @@ original's than both the control's frames and the photo's own change; otherwise 
 protection". One photo and one seed (smaller differences are within what seeds alone do):
 `python -m guard evaluate` measures many.
 
-**Numbers.** PSNR and SSIM compare the guarded image with the original (at the model's working size);
+**Numbers.** PSNR and SSIM compare the guarded image with the original, both at the photo's own size;
 the largest pixel change is in 8-bit levels. Motion is the mean Farneback optical flow between
 consecutive frames; a motion ratio below 1 means the video moves less than the original's. PSNR and SSIM
 between two videos say how different they are (lower: more different). The methods run with the "fast"
@@ -942,8 +963,11 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
                 perturbation_out = gr.Image(label="Change, amplified", format="png",
                                             type="filepath", interactive=False, height=280, buttons=["fullscreen"],
                                             elem_classes="guard-out", elem_id="perturbation", min_width=150)
-            gr.Markdown("Change, amplified: gray = unchanged, black / white = -eps / +eps. Both videos are made "
-                        "with the same seed and settings.", elem_id="outputs-note")
+            gr.Markdown("The guarded PNG has the photo's own size. Change, amplified: gray = unchanged, black / "
+                        f"white = -eps / +eps; a photo over {DISPLAY_SIDE} px is shown whole (every n-th pixel) with "
+                        "its centre (red frame) beside it at 100%: open it full screen to see the change at real "
+                        "size. Both videos are made from the photos at their own size, resized by the model's "
+                        "pipeline as an animator's would, with the same seed and settings.", elem_id="outputs-note")
             guarded_file = gr.File(label="Download the guarded image (lossless PNG)",
                                    interactive=False, elem_id="guarded-file")
             with gr.Row(equal_height=True):

@@ -56,7 +56,9 @@ def main():
     print(f"original: energy {before.mean():.4f} ± {before.std():.4f}")
     for steps in map(int, args.steps.split(",")):
         t = time.perf_counter()
-        result = protect(target, image, get_method("vidfreeze"), PGDConfig(eps=args.eps / 255, steps=steps, seed=0))
+        # at the working size: the energy is measured on the image the attack optimised
+        result = protect(target, image, get_method("vidfreeze"),
+                         PGDConfig(eps=args.eps / 255, steps=steps, seed=0, working_size=True))
         after = energy(target, result.image, args.draws)
         moved = (before.mean() - after.mean()) / (before.mean() - floor)
         print(f"vidfreeze, {steps} steps ({time.perf_counter() - t:.1f} s): energy {after.mean():.4f} ± {after.std():.4f}, "

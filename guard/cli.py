@@ -47,7 +47,7 @@ def cmd_animate(args) -> int:
     limits.seed(args.seed, "--seed")
     limits.fps(args.fps, "--fps")
     check_output(args.output, ".mp4", "the video is written as H.264 mp4")
-    image, notices = io.load_image(args.image)
+    image, notices = io.load_image(args.image, limits.MAX_SIDE)
     for notice in notices:
         print(f"note: {notice}", file=sys.stderr)
     target = load(args)
@@ -69,7 +69,8 @@ def cmd_animate(args) -> int:
 
 
 def protect_one(target, path, output, args, method_params=None) -> dict:
-    """Protect one image file and write the guarded PNG; returns its imperceptibility numbers."""
+    """Protect one image file at its own size (at most `limits.MAX_SIDE` a side) and write the guarded
+    PNG, with the photo's ICC profile; returns its imperceptibility numbers."""
     import numpy as np
     from tqdm import tqdm
 
@@ -78,7 +79,7 @@ def protect_one(target, path, output, args, method_params=None) -> dict:
     from .optimize import PGDConfig, protect
     from .presets import settings_for
 
-    image, notices = io.load_image(path)
+    image, notices = io.load_image(path, limits.MAX_SIDE)
     for notice in notices:
         print(f"note: {notice}", file=sys.stderr)
     preset_steps, preset_params = settings_for(args.method, args.preset, target)
@@ -97,7 +98,8 @@ def protect_one(target, path, output, args, method_params=None) -> dict:
         result = protect(target, image, method, config, callback=progress)
     io.save_png(result.image, output)
     numbers = metrics.imperceptibility(np.asarray(result.original), np.asarray(result.image))
-    print(f"{output}: {result.method} eps {args.eps}/255, {config.steps if method.uses_gradient else 0} steps, "
+    print(f"{output}: {result.image.width}x{result.image.height}, {result.method} eps {args.eps}/255, "
+          f"{config.steps if method.uses_gradient else 0} steps, "
           f"{result.seconds:.1f} s | PSNR {numbers['psnr']:.2f} dB, SSIM {numbers['ssim']:.4f}, "
           f"L-inf {numbers['linf']}/255")
     return numbers
@@ -192,7 +194,7 @@ def cmd_evaluate(args) -> int:
                             "or add --overwrite to replace it")
     config = evaluate.EvalConfig(methods=methods, eps=eps, steps=args.steps, preset=args.preset, seed=args.seed,
                                  video_seeds=evaluate.video_seeds(args.video_seeds), robust=args.robust,
-                                 frames=args.frames, video_steps=args.video_steps)
+                                 frames=args.frames, video_steps=args.video_steps, working_size=args.working_size)
     args.device = distributed.device(args.device)  # several processes (accelerate launch): each its own GPU
     target = load(args)
     command = shlex.join([*distributed.command_prefix(), *sys.argv[1:]])
@@ -278,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--robust", action="store_true", help="protect through random JPEG/resize/crop (EOT)")
     p.add_argument("--frames", type=int, default=None, help="frames per video (default: the model's)")
     p.add_argument("--video-steps", type=int, default=None, help="denoising steps per video (default: the model's)")
+    p.add_argument("--working-size", action="store_true",
+                   help="center-crop and resize each photo to the model's working size first, and guard and judge it "
+                   "there (guard's behaviour before it guarded photos at their own size; for comparison)")
     p.add_argument("--video-seeds", type=int, default=evaluate_default_seeds(),
                    help="judge every protection on videos made with this many seeds, 1000, 1001, ... "
                    f"(default {evaluate_default_seeds()}; each adds a full set of videos)")

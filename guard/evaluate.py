@@ -1,10 +1,17 @@
 """`python -m guard evaluate`: every method at every budget on a folder of photos, measured one way.
 
-For each image, each method and each eps, the image is protected once, with the protection's own
-seed (`EvalConfig.seed`). Then, for each of several video seeds (`video_seeds`, default 1000-1003,
-never the protection's seed: a protection must not see the seeds it is judged on), a video is made
-from the original and one from the guarded image with that seed, and the two are compared with
-`guard.metrics` (no metric is computed here). The same comparison is repeated after a "posted
+For each image, each method and each eps, the image is protected once, at its own size (at most
+`guard.limits.MAX_SIDE` a side), with the protection's own seed (`EvalConfig.seed`); every video is
+made from a photo at that size, which the pipeline resizes to the model's working size as an animator's
+pipeline would (`Target.generate`), so all the videos compared have the model's size. With
+`working_size`, each photo is first center-cropped and resized to the working size and guarded there,
+as guard did before it guarded photos at their own size: the two runs side by side say how much
+guarding the full-size photo through the model's resize costs the protection.
+
+Then, for each of several video seeds (`video_seeds`, default 1000-1003, never the protection's seed:
+a protection must not see the seeds it is judged on), a video is made from the original and one from
+the guarded image with that seed, and the two are compared with `guard.metrics` (no metric is
+computed here). The same comparison is repeated after a "posted
 online" transformation (JPEG q=75, resize 0.75x and back) of both photos: the video of the
 transformed guarded photo is compared with the video of the identically transformed original, so
 that the row measures what the protection still does, not what JPEG alone does to a video.
@@ -48,7 +55,7 @@ import scipy.stats
 import torch
 from tqdm import tqdm
 
-from . import io, metrics
+from . import io, limits, metrics
 from .methods import METHODS, get_method
 from .optimize import PGDConfig, protect
 from .presets import settings_for
@@ -109,6 +116,7 @@ class EvalConfig:
     robust: bool = False  # protect through random JPEG / resize / crop (EOT, see guard.optimize)
     frames: int | None = None  # frames per video (None: the model's default)
     video_steps: int | None = None  # denoising steps per video (None: the model's default)
+    working_size: bool = False  # guard and judge each photo center-cropped to the model's working size
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in METHODS]
@@ -179,7 +187,9 @@ def run(target: Target, files: list[Path], config: EvalConfig, out_dir: str | os
         writer = None
         for path in files:
             try:
-                image, notices = io.load_image(path)
+                image, notices = io.load_image(path, limits.MAX_SIDE)
+                if config.working_size:
+                    image = target.prepare_image(image)
             except io.InputError as e:
                 logger.warning("skipped: %s", e)
                 report.skipped.append((path.name, str(e)))
@@ -188,7 +198,7 @@ def run(target: Target, files: list[Path], config: EvalConfig, out_dir: str | os
             for notice in notices:
                 logger.info("note: %s", notice)
             curves = report.curves.setdefault(path.stem, {})
-            original = np.asarray(target.prepare_image(image))  # (H, W, 3) uint8, what protect measures against
+            original = np.asarray(image)  # (H, W, 3) uint8, what protect measures against
             references = {}  # video seed -> condition -> frames of the original's video
             for seed in seeds:
                 bar.set_postfix_str(f"{path.name}: original, video seed {seed}")
@@ -236,8 +246,9 @@ def _evaluate_one(target, image, path, name, eps, config, references, out):
     steps, params = settings_for(name, config.preset, target)
     steps = steps if config.steps is None else config.steps
     method = get_method(name, **params)
+    # the image is already at the working size with config.working_size: guarded there, no views drawn
     protection = protect(target, image, method, PGDConfig(eps=eps / 255, steps=steps, seed=config.seed,
-                                                          robust=config.robust))
+                                                          robust=config.robust, working_size=config.working_size))
     tag = f"{path.stem}_{name}_eps{eps}"
     io.save_png(protection.image, out / "images" / f"{tag}.png")
     original, guarded = np.asarray(protection.original), np.asarray(protection.image)
@@ -347,7 +358,9 @@ def summary(report: Report, config: EvalConfig, command: str, host: dict) -> str
         f"Machine: {host['platform']}, {host['cpus']} CPUs ({host['threads']} torch threads), torch {host['torch']}, "
         f"device {host['device']}, {host['dtype']}.",
         "",
-        f"Model: {host['model']} at {host['size']}; videos of {config.frames or host['frames']} frames, "
+        f"Model: {host['model']} at {host['size']}; photos guarded "
+        f"{'at that working size (center-cropped first)' if config.working_size else 'at their own size'}; "
+        f"videos of {config.frames or host['frames']} frames, "
         f"{config.video_steps or host['video_steps']} denoising steps, video seeds "
         f"{', '.join(map(str, config.video_seeds))}; protections with their own seed {config.seed}.",
         "",
@@ -372,7 +385,7 @@ def summary(report: Report, config: EvalConfig, command: str, host: dict) -> str
         "",
         "Mean [95% confidence interval]: a t-interval over images of each image's mean over its video seeds"
         " (the seeds of one image share its protection: the image is the unit; with one image, the seeds)."
-        " PSNR, SSIM: guarded vs original photo (at the model's resolution). Flow ratio,"
+        " PSNR, SSIM: guarded vs original photo (at the size it was guarded at). Flow ratio,"
         " change ratio: mean optical flow (Farneback) and mean 1 - SSIM of consecutive frames, video of the"
         " guarded photo / video of the original (same video seed): < 1 = frozen. Video PSNR, SSIM: per-frame,"
         " guarded video vs original video: low = ruined. JPEG (q=75) and resize (0.75x and back) flow ratios:"

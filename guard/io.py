@@ -24,17 +24,28 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".g
 #: the only formats opened (PIL knows many more, some through external programs: EPS runs Ghostscript);
 #: "JPEG" also opens MPO, the JPEG variant many cameras and phones write
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+#: modes whose colours are RGB: an ICC profile read with them describes the RGB pixels we write
+RGB_MODES = ("RGB", "RGBA", "RGBX", "RGBa", "P", "PA")
 #: how conversion notices name image modes ("I;16" means nothing to most people)
-MODE_NAMES = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-bit integer", "F": "floating-point"}
+MODE_NAMES = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-bit integer", "F": "floating-point",
+              "L": "grayscale", "LA": "grayscale", "1": "black-and-white"}
 
 
 class InputError(ValueError):
     """A problem with what the user gave us, phrased for the user."""
 
 
-def load_image(source: str | os.PathLike | PIL.Image.Image) -> tuple[PIL.Image.Image, list[str]]:
+def load_image(source: str | os.PathLike | PIL.Image.Image,
+               max_side: int | None = None) -> tuple[PIL.Image.Image, list[str]]:
     """Open an image as 8-bit RGB, upright. Returns (image, notices): notices say what was changed
-    (EXIF rotation applied, alpha flattened on white, first frame of an animation taken, ...)."""
+    (EXIF rotation applied, alpha flattened on white, first frame of an animation taken, shrunk, ...).
+
+    The image keeps its size and, when its colours are RGB (modes RGB, RGBA, P ...), its ICC colour
+    profile in `image.info["icc_profile"]`, which `save_png` writes with the guarded pixels; the
+    profile of a grayscale or CMYK image does not describe RGB pixels and is left out (a notice says
+    so). Other metadata (EXIF: camera, place) is not carried over. With `max_side`, an image longer
+    than that on a side is shrunk to fit (Lanczos, aspect kept), with a notice: the app and the
+    command line pass `guard.limits.MAX_SIDE`."""
     notices: list[str] = []
     if isinstance(source, PIL.Image.Image):
         image, name = source, "the image"
@@ -66,7 +77,20 @@ def load_image(source: str | os.PathLike | PIL.Image.Image) -> tuple[PIL.Image.I
     if exif_orientation not in (None, 1):
         image = PIL.ImageOps.exif_transpose(image)
         notices.append(f"{name}: rotated upright as its EXIF orientation says")
+    profile, mode = image.info.get("icc_profile"), image.mode
     image = _to_rgb8(image, name, notices)
+    if profile and mode in RGB_MODES:
+        image.info["icc_profile"] = profile
+    else:
+        image.info.pop("icc_profile", None)
+        if profile:
+            notices.append(f"{name}: its colour profile is for {MODE_NAMES.get(mode, mode)} pixels and was left out "
+                           "of the RGB image")
+    if max_side is not None and max(image.size) > max_side:
+        width, height = image.size
+        image.thumbnail((max_side, max_side), PIL.Image.Resampling.LANCZOS)
+        notices.append(f"{name}: {width}x{height} is larger than {max_side} px on a side: shrunk to "
+                       f"{image.width}x{image.height} first (the guarded image has this size)")
     if min(image.size) < MIN_SIDE:
         raise InputError(f"{name}: {image.width}x{image.height} is too small (at least {MIN_SIDE} px a side)")
     return image, notices
@@ -101,7 +125,8 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 
 
 def save_png(image: PIL.Image.Image | np.ndarray, path: str | os.PathLike) -> Path:
-    """Lossless 8-bit PNG: the saved pixels are exactly the given ones."""
+    """Lossless 8-bit PNG: the saved pixels are exactly the given ones, with the image's ICC profile
+    (`image.info["icc_profile"]`, as `load_image` keeps it) when it has one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(image, np.ndarray):

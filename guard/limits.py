@@ -13,6 +13,12 @@ Each upper bound can be changed with an environment variable, read once at impor
 | `GUARD_MAX_STEPS` | protection (PGD) steps | 200 |
 | `GUARD_MAX_FRAMES` | frames of a generated video | 49 |
 | `GUARD_MAX_VIDEO_STEPS` | denoising steps of a generated video | 50 |
+| `GUARD_MAX_SIDE` | pixels on the longer side of a photo; a longer one is shrunk to fit, with a notice | 4096 |
+
+A photo is guarded at its own size, so its size sets the memory and time of a protection (a few
+full-size float tensors, 150 MB each at 4096 x 3072, besides the model); `MAX_SIDE` bounds them.
+Larger photos are shrunk rather than refused: the visitor still gets a guarded photo, 4096 px on its
+longer side by default, and the notice says so.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ MAX_EPS = _env_int("GUARD_MAX_EPS", 32)
 MAX_STEPS = _env_int("GUARD_MAX_STEPS", 200)
 MAX_FRAMES = _env_int("GUARD_MAX_FRAMES", 49)
 MAX_VIDEO_STEPS = _env_int("GUARD_MAX_VIDEO_STEPS", 50)
+MAX_SIDE = _env_int("GUARD_MAX_SIDE", 4096)
 MAX_SEED = 2**31 - 1
 MAX_MOTION_BUCKET = 255  # SVD's motion_bucket_id is an embedding index of 0..255 in practice
 MAX_FPS = 60

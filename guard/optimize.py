@@ -4,10 +4,20 @@ Vocabulary as in torchattacks: `eps` (L-inf budget in [0, 1] pixel units, 8/255 
 levels), `step_size`, `steps`, `random_start`. A method only supplies its losses (`methods/`); the
 loop owns the budget, the randomness, the optional expectation over transformations (EOT), the
 8-bit quantisation and the bookkeeping.
+
+The photo is guarded at its own size. The perturbation lives at full size (1, 3, H, W); each step
+draws one way the photo reaches the model (`guard.resize`: the diffusers pipeline's own Lanczos
+resize, or a center crop to the model's aspect and a resize, half the time after a resize of the
+whole photo by 0.9-1.1x), maps the guarded photo to the model's working size through it
+(differentiably), and hands the method that working-size image, exactly the kind of image methods
+have always seen. The gradient flows back through the resize to the full-size pixels, where the sign
+step, the eps projection and the 8-bit quantisation happen; so the bound holds on every pixel of the
+saved PNG, whatever the model's size.
 """
 
 from __future__ import annotations
 
+import copy
 import io as _io
 import logging
 import math
@@ -19,6 +29,7 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
+from .resize import KINDS, Resampler, View, draw_view
 from .targets.base import Target
 
 logger = logging.getLogger(__name__)
@@ -37,6 +48,16 @@ class PGDConfig:
     # start, noise levels and noises, EOT draws, the noise control, SVD's noise augmentation) and the
     # seed of I2VGuard's clean video V0. Never use it as the seed of a video the protection is judged on.
     seed: int = 0
+    # how the photo reaches the model (guard/resize.py): each step goes through one view drawn from the
+    # generator: one of `views` ("pipeline": the diffusers pipeline's own resize of the whole photo;
+    # "crop": center crop to the model's aspect, then resize), equally likely, half the time after a
+    # resize of the whole photo by a factor uniform in `scales` (None: never)
+    views: tuple[str, ...] = KINDS
+    scales: tuple[float, float] | None = (0.9, 1.1)
+    # True: center-crop and resize the photo to the model's working size first and guard that image, as
+    # guard did before it guarded photos at their own size (the PNG then has the working size); for
+    # comparisons (`guard evaluate --working-size`)
+    working_size: bool = False
 
     def __post_init__(self):
         if not 0.0 <= self.eps <= 1.0:
@@ -45,6 +66,13 @@ class PGDConfig:
             raise ValueError(f"steps must be an integer >= 0, got {self.steps!r}")
         if self.step_size is not None and not 0.0 < self.step_size <= 1.0:
             raise ValueError(f"step_size must be in (0, 1], got {self.step_size}")
+        self.views = tuple(self.views)
+        if not self.views or any(v not in KINDS for v in self.views) or len(set(self.views)) != len(self.views):
+            raise ValueError(f"views must be distinct names from {KINDS}, got {self.views!r}")
+        if self.scales is not None:
+            self.scales = tuple(self.scales)
+            if not (len(self.scales) == 2 and 0.5 <= self.scales[0] <= self.scales[1] <= 2.0):
+                raise ValueError(f"scales must be (low, high) with 0.5 <= low <= high <= 2, got {self.scales!r}")
 
     @property
     def alpha(self) -> float:
@@ -57,8 +85,9 @@ class PGDConfig:
 class Protection:
     """What `protect` returns: the guarded image and how it was made."""
 
-    image: PIL.Image.Image  # guarded, 8-bit RGB, at the target's working resolution
-    original: PIL.Image.Image  # the original at the same resolution (what the budget is measured against)
+    image: PIL.Image.Image  # guarded, 8-bit RGB, the photo's own size (PGDConfig.working_size: the model's); the
+    #   photo's ICC profile in .info (PIL's PNG writer stores it)
+    original: PIL.Image.Image  # the photo as guarded (what the budget is measured against), the same size
     method: str
     settings: dict  # method parameters + PGD config + model
     history: dict[str, list[float]] = field(default_factory=dict)  # loss terms per step
@@ -135,17 +164,42 @@ def random_transform(generator: torch.Generator) -> Transform:
 # -- the loop --------------------------------------------------------------------------------------
 def quantize(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> np.ndarray:
     """Round to 8 bits and re-project so that every pixel stays within floor(eps*255) levels of the
-    (8-bit) original and in [0, 255]. Returns uint8 (H, W, 3) of the first image."""
+    (8-bit) original and in [0, 255]. Returns uint8 (H, W, 3) of the first image. Computed on the
+    tensors' device in float32 (x holds 8-bit values exactly), so a 12-megapixel photo costs no
+    float64 copies."""
     levels = math.floor(eps * 255 + 1e-6)
-    orig = (x[0].detach().permute(1, 2, 0).cpu().double().numpy() * 255).round()
-    adv = (x_adv[0].detach().permute(1, 2, 0).cpu().double().numpy() * 255).round()
-    adv = np.clip(adv, orig - levels, orig + levels)
-    return np.clip(adv, 0, 255).astype(np.uint8)
+    orig = (x[0].detach().float() * 255).round()
+    adv = (x_adv[0].detach().float() * 255).round()
+    adv = torch.minimum(torch.maximum(adv, orig - levels), orig + levels).clamp(0, 255)
+    return adv.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def setup_views(target: Target, x: torch.Tensor, method, config: PGDConfig, generator: torch.Generator) -> dict:
+    """`method` set up for the first view kind, and a set-up copy of it for each other kind: their
+    references (static video, clean video, clean maps) are those of the clean photo as that kind shows
+    it to the model, at scale 1. Kinds that show the photo alike (a photo of the model's aspect) share
+    one. A scale change only resamples the same picture, so a scaled view keeps its kind's references."""
+    size, working = (x.shape[-1], x.shape[-2]), (target.width, target.height)
+    methods, done = {}, []
+    with torch.no_grad():
+        for kind in config.views:
+            clean = Resampler(View(kind), size, working, x.device)(x)
+            methods[kind] = next((m for other, m in done if torch.equal(other, clean)), None)
+            if methods[kind] is None:
+                methods[kind] = copy.copy(method) if done else method
+                methods[kind].setup(target, clean, generator)
+                done.append((clean, methods[kind]))
+    return methods
 
 
 def protect(target: Target, image: PIL.Image.Image, method, config: PGDConfig | None = None,
             callback=None) -> Protection:
-    """Guard `image` against `target` with `method` (an object from `guard.methods`).
+    """Guard `image` (8-bit, any size) against `target` with `method` (an object from `guard.methods`).
+
+    The guarded image has the photo's own size (with `config.working_size`, the model's working size)
+    and keeps its ICC profile (`image.info["icc_profile"]`). Memory: a few full-size float32 tensors
+    (x, x_adv, its gradient: 150 MB each at 4096 x 3072) besides the model's step at its working size;
+    no graph outlives its step.
 
     callback(step, steps, terms) is called after every step with the step's loss terms (floats).
     A gradient method needs steps >= 1: with none it would return its starting point (the unchanged
@@ -155,16 +209,21 @@ def protect(target: Target, image: PIL.Image.Image, method, config: PGDConfig | 
         raise ValueError(f"{method.name} needs at least 1 step (0 steps would optimise nothing; "
                          "the 'noise' method is the no-optimisation control)")
     start = time.perf_counter()
-    original = target.prepare_image(image)
+    original = target.prepare_image(image) if config.working_size else image.convert("RGB")
     x = target.to_tensor(original)  # (1, 3, H, W) in [0, 1], exactly the 8-bit pixels
     generator = torch.Generator(target.device).manual_seed(config.seed)
     eps, alpha = config.eps, config.alpha
+    size, working = original.size, (target.width, target.height)
 
     history: dict[str, list[float]] = {}
     if not method.uses_gradient:  # a control: a random point of the ball, nothing optimised
         x_adv = method.perturb(x, eps, generator)
     else:
-        method.setup(target, x, generator)
+        if config.working_size:
+            methods = {None: method}
+            method.setup(target, x, generator)
+        else:
+            methods = setup_views(target, x, method, config, generator)
         if config.random_start:
             u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x_adv = (x + (2 * u - 1) * eps).clamp(0, 1)
@@ -172,22 +231,33 @@ def protect(target: Target, image: PIL.Image.Image, method, config: PGDConfig | 
             x_adv = x.clone()
         for step in range(config.steps):
             x_adv.requires_grad_(True)
+            if config.working_size:
+                step_method, x_in = method, x_adv
+            else:  # the photo as one way of feeding it to the model shows it, at the working size
+                view = draw_view(generator, config.views, config.scales)
+                step_method, x_in = methods[view.kind], Resampler(view, size, working, x.device)(x_adv)
             transform = random_transform(generator) if config.robust else None
-            terms = method.loss(target, x_adv, generator, transform)
+            terms = step_method.loss(target, x_in, generator, transform)
             (grad,) = torch.autograd.grad(terms["loss"], x_adv)
-            with torch.no_grad():
-                # descend on the method's loss, then project onto the eps-ball and the valid range
-                x_adv = x_adv - alpha * grad.sign()
-                x_adv = (x + (x_adv - x).clamp(-eps, eps)).clamp(0, 1)
             values = {k: float(v.detach()) for k, v in terms.items()}
+            del terms, x_in  # the step's graph goes with them
+            with torch.no_grad():
+                # descend on the method's loss at full size, then project onto the eps-ball and the valid
+                # range (in place: at 12 megapixels every full-size temporary is 150 MB)
+                delta = x_adv.detach().sub_(grad.sign_().mul_(alpha)).sub_(x).clamp_(-eps, eps)
+                del grad
+                x_adv = delta.add_(x).clamp_(0, 1)
             for k, v in values.items():
                 history.setdefault(k, []).append(v)
             if callback is not None:
                 callback(step + 1, config.steps, values)
-        method.teardown()
+        for step_method in {id(m): m for m in methods.values()}.values():
+            step_method.teardown()
     guarded = PIL.Image.fromarray(quantize(x_adv, x, eps))
+    if image.info.get("icc_profile"):  # the colours mean what they meant in the photo
+        guarded.info["icc_profile"] = image.info["icc_profile"]
     settings = dict(model=getattr(target, "name", target.family), **method.settings(), **asdict(config),
-                    step_size_used=alpha)
+                    step_size_used=alpha, size=list(original.size), working=list(working))
     seconds = time.perf_counter() - start
     logger.info("%s: %d steps in %.1f s", method.name, config.steps if method.uses_gradient else 0, seconds)
     return Protection(image=guarded, original=original, method=method.name, settings=settings,

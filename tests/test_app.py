@@ -67,11 +67,11 @@ def video_path(value) -> str:
 
 
 def prepared_example(app, path=EXAMPLE) -> np.ndarray:
-    """The upload as the app feeds it to the protection: load_image, then the model's prepare_image."""
+    """The upload as the app feeds it to the protection: load_image, at its own size."""
     from guard.io import load_image
 
-    image, _ = load_image(path)
-    return np.asarray(app.get_target(MODEL).prepare_image(image), dtype=np.int16)
+    image, _ = load_image(path, app.MAX_SIDE)
+    return np.asarray(image, dtype=np.int16)
 
 
 def test_protect_and_animate_end_to_end(served):
@@ -86,7 +86,7 @@ def test_protect_and_animate_end_to_end(served):
                                     eps=eps, steps=FAST["steps"], model=MODEL, seed=3, randomize_seed=False,
                                     frames=FAST["frames"], motion_bucket=127, video_steps=FAST["video_steps"],
                                     robust=False)
-    # the guarded image is a lossless PNG within eps of the (prepared) upload, and it changed something
+    # the guarded image is a lossless PNG within eps of the upload, at its size, and it changed something
     for path in (guarded, guarded_file):
         with PIL.Image.open(path) as png:
             assert png.format == "PNG" and png.mode == "RGB"
@@ -96,10 +96,11 @@ def test_protect_and_animate_end_to_end(served):
     assert pixels.shape == original.shape
     assert 0 < np.abs(pixels - original).max() <= eps
     assert PIL.Image.open(perturbation).size == PIL.Image.open(guarded).size
-    # two playable videos of the requested length, at the model's working size
+    # two playable videos of the requested length, at the model's working size (the pipeline resized the photos)
     frames_o, frames_g = read_video(video_path(video_original)), read_video(video_path(video_guarded))
     assert frames_o.shape == frames_g.shape and frames_o.shape[0] == FAST["frames"]
-    assert frames_o.shape[1:3] == original.shape[:2]
+    target = app.get_target(MODEL)
+    assert frames_o.shape[1:3] == (target.height, target.width)
     # the numbers are those of guard.metrics, in the table and as JSON, with the control beside them
     assert numbers_json["image"]["linf"] == np.abs(pixels - original).max()
     assert f"{np.abs(pixels - original).max()}/255" in numbers and "<th>control</th>" in numbers
@@ -242,6 +243,30 @@ def test_gpu_durations_grow_with_work_and_stay_bounded(served):
     assert app.protect_and_animate_seconds(*args, progress=None) == base  # called as Gradio calls the entry point
     assert app.protect_seconds("img", "vidfreeze", 8, "not a number", MODEL, 0, False, False) == app.MIN_GPU_SECONDS
     assert app.animate_seconds("img", MODEL, 0, False, 25, 127, 50) >= app.animate_seconds("img", MODEL, 0, False, 4, 127, 2)
+
+
+def test_perturbation_view_shows_the_whole_change_and_a_crop_at_full_size(served):
+    """A photo larger than DISPLAY_SIDE: the whole change downscaled (every n-th pixel, so +-eps stays
+    black and white) beside its centre at 100%; a smaller one is shown as it is."""
+    from guard.optimize import Protection
+
+    app, _ = served
+    rng = np.random.default_rng(0)
+    original = rng.integers(10, 240, (1200, 2000, 3)).astype(np.uint8)
+    delta = rng.choice([-4, 0, 4], size=original.shape).astype(np.int16)
+    guarded = (original + delta).astype(np.uint8)
+    result = Protection(PIL.Image.fromarray(guarded), PIL.Image.fromarray(original), "noise", {})
+    view = app.perturbation_view(result, 4)
+    side = app.CROP_SIDE
+    whole_w = round(2000 * app.DISPLAY_SIDE / 2000)
+    assert view.shape == (max(round(1200 * app.DISPLAY_SIDE / 2000), side), whole_w + app.GUTTER + side, 3)
+    crop = view[:side, whole_w + app.GUTTER:]
+    top, left = (1200 - side) // 2, (2000 - side) // 2
+    expected = np.clip(127.5 + delta[top:top + side, left:left + side] * 127.5 / 4, 0, 255).round()
+    assert np.array_equal(crop, expected.astype(np.uint8))  # one pixel of the photo per pixel
+    assert set(np.unique(view[:side, :whole_w])) <= {0, 128, 255, 220}  # the grain kept, and the red frame
+    small = Protection(PIL.Image.fromarray(guarded[:300, :400]), PIL.Image.fromarray(original[:300, :400]), "noise", {})
+    assert app.perturbation_view(small, 4).shape == (300, 400, 3)
 
 
 def test_request_dirs_are_private(served):
@@ -396,7 +421,8 @@ def test_notices_name_16_bit_and_are_shown_once(served, monkeypatch, tmp_path):
     *_, state = app.protect_image(str(gray16), "noise", 8, 0, MODEL, 0, False, False, state, progress=quiet)
     *_, state = app.animate_image(str(gray16), MODEL, 0, False, 2, 127, 1, state, progress=quiet)
     assert any("16-bit image converted to 8 bits" in m for m in shown) and not any("I;16" in m for m in shown)
-    assert len(shown) == len(set(shown)) == 2, shown  # the 16-bit and the resize notices, once each
+    # the 16-bit notice, once; no resize notice: the photo is guarded at its own size
+    assert len(shown) == len(set(shown)) == 1, shown
 
 
 def test_one_job_at_a_time_per_visitor(served):

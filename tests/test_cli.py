@@ -46,16 +46,46 @@ def test_protect_writes_bounded_png_and_prints_numbers(tmp_path):
     import numpy as np
     import PIL.Image
 
-    from guard.targets import load_target
-
     out = tmp_path / "guarded.png"
     result = run("protect", str(EXAMPLE), "-o", str(out), "--model", "tiny-svd", "--method", "photoguard",
                  "--eps", "6", "--steps", "2", "-q", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "PSNR" in result.stdout and "SSIM" in result.stdout and "L-inf" in result.stdout
-    original = load_target("tiny-svd").prepare_image(PIL.Image.open(EXAMPLE))
-    diff = np.asarray(PIL.Image.open(out), dtype=int) - np.asarray(original, dtype=int)
+    original = PIL.Image.open(EXAMPLE).convert("RGB")
+    with PIL.Image.open(out) as guarded:
+        assert guarded.size == original.size  # the photo's own size, not the model's 32 x 32
+        diff = np.asarray(guarded, dtype=int) - np.asarray(original, dtype=int)
     assert 0 < np.abs(diff).max() <= 6
+
+
+def test_protect_folder_keeps_size_orientation_and_colour_profile(tmp_path):
+    """Each photo of a folder comes back at its own size, upright as its EXIF orientation says, with its
+    ICC profile, every pixel within eps of the upright 8-bit original."""
+    import numpy as np
+    import PIL.Image
+    import PIL.ImageCms
+
+    from guard.io import load_image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    profile = PIL.ImageCms.ImageCmsProfile(PIL.ImageCms.createProfile("sRGB")).tobytes()
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6  # stored sideways: rotate 90 degrees clockwise to show
+    photo = PIL.Image.open(EXAMPLE).convert("RGB").resize((150, 100))
+    photo.save(folder / "phone.jpg", exif=exif, icc_profile=profile, quality=95)
+    photo.save(folder / "plain.png")
+    result = run("protect", str(folder), "-o", str(tmp_path / "out"), "--model", "tiny-svd", "--method",
+                 "photoguard", "--eps", "4", "--steps", "2", "-q", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "EXIF orientation" in result.stderr  # the rotation is announced
+    for name, size, icc in (("phone", (100, 150), profile), ("plain", (150, 100), None)):
+        original, _ = load_image(folder / (name + (".jpg" if name == "phone" else ".png")))
+        with PIL.Image.open(tmp_path / "out" / f"{name}.png") as guarded:
+            assert guarded.size == original.size == size, name
+            assert guarded.info.get("icc_profile") == icc, name
+            diff = np.abs(np.asarray(guarded, dtype=int) - np.asarray(original, dtype=int))
+        assert 0 < diff.max() <= 4, name
 
 
 def test_protect_folder_skips_unreadable_files(tmp_path):

@@ -79,11 +79,27 @@ def test_evaluate_writes_rows_summary_and_plots(folder, tmp_path, monkeypatch, c
         with PIL.Image.open(out / name) as image:
             assert image.width > 100
     assert len(list((out / "images").glob("*.png"))) == 8
+    for png in (out / "images").glob("*.png"):
+        with PIL.Image.open(png) as image:
+            assert image.size == (48, 40)  # the photo's own size (tiny-svd works at 32 x 32)
+    assert "photos guarded at their own size" in summary
     assert len(list((out / "videos").glob("*.mp4"))) == 2 * 3 * (1 + 4)  # the first seed's videos only
 
     # a second run into the same folder is refused before it writes anything (it would corrupt the first)
     assert cli.main(argv) == 2
     assert "already holds a report" in capsys.readouterr().err
+
+
+def test_working_size_guards_and_judges_the_crop(folder, tmp_path):
+    """--working-size: each photo center-cropped to the model's size first, guarded and judged there."""
+    out = tmp_path / "report"
+    argv = ["evaluate", str(folder), "--model", "tiny-svd", "--device", "cpu", "--methods", "noise", "--eps", "4",
+            "--video-steps", "1", "--video-seeds", "1", "--working-size", "-o", str(out), "-q"]
+    assert cli.main(argv) == 1  # broken.png skipped
+    for png in (out / "images").glob("*.png"):
+        with PIL.Image.open(png) as image:
+            assert image.size == (32, 32)
+    assert "photos guarded at that working size" in (out / "summary.md").read_text()
 
 
 def test_protection_never_sees_a_video_seed(folder, tmp_path, capsys):

@@ -160,7 +160,7 @@ def pipeline_run(tiny_svd, photo):
     hook = pipe.unet.register_forward_hook(record_unet, with_kwargs=True)
     pipe.scheduler.step = record_step
     try:
-        tiny_svd.generate(photo, seed=5, num_inference_steps=3)
+        tiny_svd.generate(tiny_svd.prepare_image(photo), seed=5, num_inference_steps=3)  # what x below is
     finally:
         hook.remove()
         del pipe.scheduler.step

@@ -5,6 +5,8 @@ method written once runs on every family, and adding a family means adding one f
 
 Range contract at this boundary: images are float tensors (B, 3, H, W) in [0, 1] at the target's
 working resolution (`target.height`, `target.width`); conversions to [-1, 1] happen inside a target.
+A photo of another size reaches that resolution through `guard.resize` (protection) or the pipeline's
+own resize (`generate`).
 Every method here is differentiable with respect to the image unless its docstring says otherwise.
 """
 
@@ -16,6 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import PIL.Image
 import torch
+
+from ..resize import center_crop_box
 
 
 def normalize_to_neg_one_to_one(x: torch.Tensor) -> torch.Tensor:
@@ -95,18 +99,14 @@ class Target:
 
     # -- image side -------------------------------------------------------------------------------
     def prepare_image(self, image: PIL.Image.Image) -> PIL.Image.Image:
-        """Center-crop to the model's aspect ratio and resize to its working resolution (RGB)."""
+        """Center-crop to the model's aspect ratio and resize to its working resolution (RGB, Lanczos):
+        what a careful user does before handing a photo to the pipeline (the "crop" view of
+        `guard.resize`, which crops the same window). `generate` does not call it: it hands the
+        photo to the pipeline as it is, as an animator would."""
         image = image.convert("RGB")
-        w, h = image.size
-        target_ratio = self.width / self.height
-        if w / h > target_ratio:  # too wide: crop the sides
-            new_w = round(h * target_ratio)
-            left = (w - new_w) // 2
-            image = image.crop((left, 0, left + new_w, h))
-        elif w / h < target_ratio:  # too tall: crop top and bottom
-            new_h = round(w / target_ratio)
-            top = (h - new_h) // 2
-            image = image.crop((0, top, w, top + new_h))
+        box = center_crop_box(image.width, image.height, self.width, self.height)
+        if box != (0, 0, image.width, image.height):
+            image = image.crop(box)
         if image.size != (self.width, self.height):
             image = image.resize((self.width, self.height), PIL.Image.Resampling.LANCZOS)
         return image
@@ -197,7 +197,10 @@ class Target:
     def generate(self, image: PIL.Image.Image, seed: int = 0, num_frames: int | None = None,
                  num_inference_steps: int | None = None, return_latents: bool = False,
                  callback=None, **kwargs) -> Video:
-        """Make a video from an 8-bit image with the unchanged diffusers pipeline (no gradients).
+        """Make a video from an 8-bit image of any size with the unchanged diffusers pipeline (no
+        gradients). The image goes to the pipeline as it is, which resizes it to the working size
+        (`video_processor.preprocess`: Lanczos, whatever the aspect ratio), as an animator's
+        pipeline would; center-crop first with `prepare_image` to keep its aspect.
 
         `callback(step, total)` is called after each denoising step."""
         raise NotImplementedError

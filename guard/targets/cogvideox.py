@@ -390,7 +390,7 @@ class CogVideoXTarget(Target):
         if "prompt_embeds" not in kwargs:
             kwargs.setdefault("prompt", self.prompt)
         kwargs.setdefault("max_sequence_length", self.transformer.config.max_text_seq_length)
-        image = self.prepare_image(image)
+        image = image.convert("RGB")  # any size: the pipeline resizes it (Target.generate)
 
         generator = torch.Generator(self.device).manual_seed(seed)
         latents = self.pipe(image, height=self.height, width=self.width, num_frames=num_frames,

@@ -225,7 +225,7 @@ class SVDTarget(Target):
         steps = num_inference_steps or self.num_inference_steps
         bucket = self.motion_bucket_id if motion_bucket_id is None else motion_bucket_id
         aug = self.noise_aug_strength if noise_aug_strength is None else noise_aug_strength
-        image = self.prepare_image(image)
+        image = image.convert("RGB")  # any size: the pipeline resizes it (Target.generate)
 
         generator = torch.Generator(self.device).manual_seed(seed)
         latents = self.pipe(image, height=self.height, width=self.width, num_frames=num_frames,
