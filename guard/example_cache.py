@@ -28,7 +28,8 @@ PACKAGE = Path(__file__).resolve().parent
 CACHE_DIR = PACKAGE.parent / "examples" / "cache"
 MANIFEST = "manifest.json"
 #: the parts of guard/ whose code decides a result (not the CLI, the evaluation or this file)
-FINGERPRINT_CODE = ("io.py", "limits.py", "metrics.py", "optimize.py", "presets.py", "report.py", "methods", "targets")
+FINGERPRINT_CODE = ("io.py", "limits.py", "metrics.py", "optimize.py", "presets.py", "report.py", "resize.py", "methods",
+                    "targets")
 
 
 def file_digest(path: str | os.PathLike) -> str:

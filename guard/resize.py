@@ -22,9 +22,10 @@ fixed-point weights and the intermediate image to 8 bits; this stays in float32)
 chains two resizes (a scale change), their matrices are multiplied, so no full-size intermediate
 image is ever made.
 
-Cost: a view touches each full-size pixel a few dozen times (the filter's taps), about 0.2 GFLOP
-for a 12-megapixel photo, and keeps no full-size tensor for its backward pass (the matrices are
-small): memory stays at a few full-size tensors whatever the model.
+Cost: each full-size pixel enters about six output pixels along each axis (Lanczos' six taps,
+stretched by the downscaling factor), about 0.2 billion multiply-adds for a 12-megapixel photo, and
+a view keeps no full-size tensor for its backward pass (the matrices are small): memory stays at a
+few full-size tensors whatever the model.
 """
 
 from __future__ import annotations
