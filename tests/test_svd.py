@@ -206,6 +206,15 @@ def test_noising_is_the_schedulers(tiny_svd, pipeline_run):
         assert torch.allclose(ours, theirs, atol=1e-5)
 
 
+def denoiser_inputs(target, photo):
+    """The photo as a tensor, its conditioning and a noisy video of latents, all from seed 0."""
+    x = image_tensor(target, photo)
+    g = torch.Generator().manual_seed(0)
+    cond = target.condition(x, generator=g)
+    h, w = cond["image_latents"].shape[-2:]
+    return x, cond, torch.randn(1, target.num_frames, latent_channels(target), h, w, generator=g)
+
+
 def test_checkpointing_gives_the_same_gradient(photo):
     """Checkpointed temporal and resnet blocks recompute the same maps and the same gradient, and a
     backward run inside the capture (recomputing the blocks) records no map twice."""
@@ -214,11 +223,7 @@ def test_checkpointing_gives_the_same_gradient(photo):
     grads = []
     for checkpointing in (False, True):
         target = tiny_svd(checkpointing=checkpointing)
-        x = image_tensor(target, photo)
-        g = torch.Generator().manual_seed(0)
-        cond = target.condition(x, generator=g)
-        h, w = cond["image_latents"].shape[-2:]
-        noisy = torch.randn(1, target.num_frames, latent_channels(target), h, w, generator=g)
+        x, cond, noisy = denoiser_inputs(target, photo)
         with target.capture_attention() as maps:
             _, x0 = target.denoise(noisy, torch.tensor([5.0]), cond)
             loss = sum(m.pow(2).sum() for m in maps) + x0.pow(2).mean()
@@ -234,11 +239,7 @@ def test_maps_only_stops_after_the_layers_read(photo, checkpointing):
     from guard.targets.svd import tiny_svd
 
     target = tiny_svd(checkpointing=checkpointing)
-    x = image_tensor(target, photo)
-    g = torch.Generator().manual_seed(0)
-    cond = target.condition(x, generator=g)
-    h, w = cond["image_latents"].shape[-2:]
-    noisy = torch.randn(1, target.num_frames, latent_channels(target), h, w, generator=g)
+    x, cond, noisy = denoiser_inputs(target, photo)
     level = torch.tensor([5.0])
     with target.capture_attention() as full:
         target.denoise(noisy, level, cond)
