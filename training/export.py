@@ -82,7 +82,7 @@ def main():
                    "num_inference_steps": DEFAULT_STEPS}, f, indent=1)
     with open(os.path.join(args.out_dir, "training_meta.json"), "w") as f:
         # the last run's arguments; a run started with --init continues the one named there (model card)
-        json.dump({k: meta[k] for k in ("unet_step", "scaling_factor")} | {"last_run_args": meta["args"]}, f, indent=1)
+        json.dump({k: meta[k] for k in ("unet_step", "vae_steps", "scaling_factor") if k in meta} | {"last_run_args": meta["args"]}, f, indent=1)
     size = sum(os.path.getsize(os.path.join(d, n)) for d, _, ns in os.walk(args.out_dir) for n in ns)
     print(f"wrote {args.out_dir}: {size / 1e6:.1f} MB, unet step {meta['unet_step']}")
 

@@ -116,12 +116,13 @@ class VAEStep(torch.nn.Module):
     """One VAE training forward in a module (so that data-parallel wrappers see it as `forward`):
     reconstruction of the clip, and the decoding of frame 0's latent repeated over the frames."""
 
-    def __init__(self, vae):
+    def __init__(self, vae, decoder_only: bool = False):
         super().__init__()
-        self.vae = vae
+        self.vae, self.decoder_only = vae, decoder_only
 
     def forward(self, x: torch.Tensor, num_frames: int, still_clips: int = 2):
-        posterior = self.vae.encode(x).latent_dist  # x: (B*F, 3, H, W)
+        with torch.set_grad_enabled(not self.decoder_only):
+            posterior = self.vae.encode(x).latent_dist  # x: (B*F, 3, H, W)
         z = posterior.sample()
         rec = self.vae.decode(z, num_frames=num_frames).sample
         z0 = z.unflatten(0, (-1, num_frames))[:still_clips, :1].expand(-1, num_frames, -1, -1, -1).flatten(0, 1)
@@ -133,23 +134,30 @@ class VAEStep(torch.nn.Module):
 def train_vae(args, cfg, renderer, vae, acc: Accelerator, log: Log, deadline: float) -> bool:
     """Stage 1. Returns True when the stage is complete (False: stopped at the deadline, saved)."""
     path = os.path.join(args.work, "vae.pt")
-    opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
-    step = 0
+    if args.vae_decoder_only:  # the latent space (and so a trained UNet) stays as it is
+        vae.requires_grad_(False)
+        vae.decoder.requires_grad_(True)
+    opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=args.vae_lr, weight_decay=0.0)
+    step, base, init_scaling = 0, 0, None
     if os.path.exists(path):
         state = torch.load(path, map_location=acc.device)
         vae.load_state_dict(state["vae"])
-        step = state["step"]
+        step, base = state["step"], state.get("base_steps", 0)
+        init_scaling = state.get("init_scaling")
         if state["opt"] is not None:  # None: taken from an export (--init), already trained
             opt.load_state_dict(state["opt"])
             renderer.generator.set_state(state["data_rng"][acc.process_index].cpu())
         log(f"vae: resumed at step {step}")
-    model, opt = acc.prepare(VAEStep(vae), opt)
+        if step >= args.vae_steps:  # complete
+            return True
+    model, opt = acc.prepare(VAEStep(vae, args.vae_decoder_only), opt)
     clips = max(1, args.vae_batch // cfg.num_frames // acc.num_processes)
 
     def save():
         rngs = acc.gather(renderer.generator.get_state().to(acc.device)[None]).cpu()
         if acc.is_main_process:
-            save_state(path, {"vae": acc.unwrap_model(model).vae.state_dict(), "opt": opt.state_dict(), "step": step, "data_rng": rngs})
+            save_state(path, {"vae": acc.unwrap_model(model).vae.state_dict(), "opt": opt.state_dict(), "step": step, "data_rng": rngs,
+                              "base_steps": base, "total_steps": base + step, "init_scaling": init_scaling})
 
     t0, last_save, step0 = time.time(), time.time(), step
     while step < args.vae_steps:
@@ -168,7 +176,7 @@ def train_vae(args, cfg, renderer, vae, acc: Accelerator, log: Log, deadline: fl
         l1 = (rec - x).abs().mean()
         mse = (rec - x).square().mean()
         static = (still - frame0).abs().mean() + (still[:, 1:] - still[:, :1]).abs().mean()
-        loss = l1 + mse + 0.5 * image_gradient_l1(rec, x) + static + args.kl * kl
+        loss = l1 + mse + 0.5 * image_gradient_l1(rec, x) + args.still_weight * static + args.kl * kl
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
         acc.clip_grad_norm_(model.parameters(), 1.0)
@@ -204,6 +212,11 @@ def main():
     p.add_argument("--vae-steps", type=int, default=2000)
     p.add_argument("--vae-batch", type=int, default=64, help="frames per VAE step (whole clips), all processes")
     p.add_argument("--vae-lr", type=float, default=4e-4)
+    p.add_argument("--still-weight", type=float, default=1.0, help="weight of the VAE's still-video term")
+    p.add_argument("--retrain-vae", action="store_true", help="with --init: train its VAE on for --vae-steps more "
+                   "steps (fresh optimizer) instead of taking it as trained; the UNet then adapts to it")
+    p.add_argument("--vae-decoder-only", action="store_true", help="train only the VAE's (temporal) decoder: the "
+                   "latents, and so a trained UNet, stay valid")
     p.add_argument("--kl", type=float, default=1e-5, help="weight of the VAE's KL term (per latent element)")
     p.add_argument("--unet-steps", type=int, default=12000)
     p.add_argument("--batch", type=int, default=32, help="clips per UNet step, all processes")
@@ -249,7 +262,12 @@ def main():
             from training.export import load_compact
 
             _, meta, v, u, e = load_compact(args.init)
-        save_state(os.path.join(args.work, "vae.pt"), {"vae": v.state_dict(), "step": args.vae_steps, "opt": None, "data_rng": None})
+        if not os.path.exists(os.path.join(args.work, "vae.pt")):  # else a VAE stage of this run is under way: resume it
+            trained = meta.get("vae_steps", meta.get("last_run_args", {}).get("vae_steps", 0))  # steps behind the init's VAE
+            save_state(os.path.join(args.work, "vae.pt"), {"vae": v.state_dict(), "step": 0 if args.retrain_vae else args.vae_steps,
+                                                           "opt": None, "data_rng": None, "base_steps": trained,
+                                                           "init_scaling": meta.get("scaling_factor"),
+                                                           "total_steps": trained + (args.vae_steps if args.retrain_vae else 0)})
         unet.load_state_dict(u.state_dict())
         image_encoder.load_state_dict(e.state_dict())
         args.resume_step = meta["unet_step"]
@@ -268,6 +286,14 @@ def main():
     scaling = 1.0 / latent_std(vae, renderer, cfg, acc)
     vae.register_to_config(scaling_factor=scaling)
     log(f"vae scaling_factor {scaling:.4f}")
+
+    vae_state = torch.load(os.path.join(args.work, "vae.pt"), map_location="cpu")
+    vae_steps = vae_state.get("total_steps", args.vae_steps)
+    if args.vae_decoder_only and vae_state.get("init_scaling"):  # same encoder: the UNet's latents keep their scale
+        scaling = vae_state["init_scaling"]
+        vae.register_to_config(scaling_factor=scaling)
+        log(f"vae scaling_factor kept at {scaling:.4f} (decoder-only)")
+    del vae_state
 
     # 2. UNet + image encoder
     unet.to(acc.device)
@@ -305,7 +331,7 @@ def main():
             # strict=False: the EMA holds parameters; buffers (CLIP's position ids) keep their defaults
             u.load_state_dict({k[5:]: v for k, v in ema.items() if k.startswith("unet.")}, strict=False)
             e.load_state_dict({k[4:]: v for k, v in ema.items() if k.startswith("enc.")}, strict=False)
-            export_compact(args.export, cfg, vae, u, e, {"unet_step": step, "vae_steps": args.vae_steps, "seed": args.seed,
+            export_compact(args.export, cfg, vae, u, e, {"unet_step": step, "vae_steps": vae_steps, "seed": args.seed,
                                                          "scaling_factor": scaling, "final": final, "args": vars(args)})
         log(f"saved step {step} ({(time.time() - start) / 60:.1f} min since start)")
 
