@@ -14,29 +14,18 @@ import sys
 import time
 
 import numpy as np
-import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from guard import io  # noqa: E402
 from guard.methods import get_method  # noqa: E402
-from guard.methods.base import attention_energy, static_video_latents  # noqa: E402
+from guard.methods.vidfreeze import attention_at_draws  # noqa: E402
 from guard.optimize import PGDConfig, protect  # noqa: E402
 from guard.targets import load_target  # noqa: E402
 
 
 def energy(target, image, draws):
-    x = target.to_tensor(image)
-    reference = static_video_latents(target, x, target.num_frames)
-    values = []
-    for seed in range(draws):
-        g = torch.Generator(target.device).manual_seed(seed)
-        level = target.sample_noise_level(1, g)
-        noisy = target.add_noise(reference, torch.randn(reference.shape, generator=g, device=x.device), level)
-        with torch.no_grad(), target.capture_attention() as maps:
-            target.denoise(noisy, level, target.condition(x, g))
-        values.append(float(attention_energy(maps)))
-    return np.array(values)
+    return np.array(attention_at_draws(target, target.to_tensor(image), range(draws))[0])
 
 
 def main():

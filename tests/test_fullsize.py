@@ -152,20 +152,11 @@ def test_full_size_protection_reaches_the_model_through_the_pipelines_resize(tin
     """Vid-Freeze at full size lowers the attention energy of the picture the pipeline makes from the
     guarded PNG (Pillow's own 8-bit Lanczos resize, not our float one) by a margin over the full-budget
     noise control: the perturbation survives the model's resize."""
-    from guard.methods.base import attention_energy, static_video_latents
+    from guard.methods.vidfreeze import attention_at_draws
 
     def energy(image: PIL.Image.Image) -> float:
         x = tiny_svd.to_tensor(image.resize((tiny_svd.width, tiny_svd.height), PIL.Image.Resampling.LANCZOS))
-        values = []
-        for s in range(4):
-            g = torch.Generator().manual_seed(s)
-            ref = static_video_latents(tiny_svd, x, tiny_svd.num_frames)
-            level = tiny_svd.sample_noise_level(1, g)
-            noisy = tiny_svd.add_noise(ref, torch.randn(ref.shape, generator=g), level)
-            with torch.no_grad(), tiny_svd.capture_attention() as maps:
-                tiny_svd.denoise(noisy, level, tiny_svd.condition(x, g))
-            values.append(float(attention_energy(maps)))
-        return float(np.mean(values))
+        return float(np.mean(attention_at_draws(tiny_svd, x)[0]))
 
     config = PGDConfig(eps=16 / 255, steps=10, seed=0, views=("pipeline",))
     clean = energy(photo)

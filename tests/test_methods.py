@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from guard.methods import METHODS, get_method
-from guard.methods.base import attention_distance, attention_energy
+from guard.methods.base import attention_distance
 from guard.optimize import PGDConfig, protect, quantize
 
 TARGETS = ["tiny-svd", "tiny-cogvideox"]
@@ -195,21 +195,11 @@ def test_each_i2vguard_term_reaches_the_image(target_name, photo):
 
 
 def attention_stats(target, image, seeds=range(4)):
-    """Mean attention energy, and distance from the clean image's maps, at fixed noise draws."""
-    from guard.methods.base import static_video_latents
+    """Mean attention energy at fixed noise draws, and the draws (to measure distances from these maps)."""
+    from guard.methods.vidfreeze import attention_at_draws
 
-    x = target.to_tensor(image)
-    energies, reference = [], []
-    for s in seeds:
-        g = torch.Generator().manual_seed(s)
-        ref = static_video_latents(target, x, target.num_frames)
-        level = target.sample_noise_level(1, g)
-        noisy = target.add_noise(ref, torch.randn(ref.shape, generator=g), level)
-        with torch.no_grad(), target.capture_attention() as maps:
-            target.denoise(noisy, level, target.condition(x, g))
-        energies.append(float(attention_energy(maps)))
-        reference.append((noisy, level, maps))
-    return np.mean(energies), reference
+    energies, draws = attention_at_draws(target, target.to_tensor(image), seeds)
+    return np.mean(energies), draws
 
 
 def distance_from(target, image, reference, seeds=range(4)):

@@ -54,3 +54,23 @@ class VidFreeze(Method):
             target.denoise(noisy, level, cond, maps_only=True)
         energy = attention_energy(maps)
         return {"loss": energy, "attn_energy": energy}
+
+
+@torch.no_grad()
+def attention_at_draws(target, x: torch.Tensor, seeds=range(4)) -> tuple[list[float], list[tuple]]:
+    """Vid-Freeze's measure at fixed draws, for checks and benchmarks: for each seed, the attention
+    energy of the denoiser on the static video of `x` noised at a level and a noise drawn from
+    `torch.Generator(target.device).manual_seed(seed)` (conditioned with the same generator). Returns
+    the energies and, per seed, the (noisy, level, maps) they were read from, so that another image's
+    maps can be compared at the same draws."""
+    reference = static_video_latents(target, x, target.num_frames)
+    energies, draws = [], []
+    for seed in seeds:
+        g = torch.Generator(target.device).manual_seed(seed)
+        level = target.sample_noise_level(1, g)
+        noisy = target.add_noise(reference, torch.randn(reference.shape, generator=g, device=x.device), level)
+        with target.capture_attention() as maps:
+            target.denoise(noisy, level, target.condition(x, g))
+        energies.append(float(attention_energy(maps)))
+        draws.append((noisy, level, maps))
+    return energies, draws
