@@ -279,20 +279,19 @@ def main():
     if not train_vae(args, cfg, renderer, vae, acc, log, deadline):
         log(f"stopped in the VAE stage ({(time.time() - start) / 60:.1f} min)")
         return
-    vae = build_vae(cfg).to(acc.device)
-    vae.load_state_dict(torch.load(os.path.join(args.work, "vae.pt"), map_location=acc.device)["vae"])
-    vae.requires_grad_(False).eval()
-    renderer.generator.manual_seed(args.seed * 1000 + 999)  # the same scaling factor whether resumed or not
-    scaling = 1.0 / latent_std(vae, renderer, cfg, acc)
-    vae.register_to_config(scaling_factor=scaling)
-    log(f"vae scaling_factor {scaling:.4f}")
-
-    vae_state = torch.load(os.path.join(args.work, "vae.pt"), map_location="cpu")
+    vae_state = torch.load(os.path.join(args.work, "vae.pt"), map_location=acc.device)
     vae_steps = vae_state.get("total_steps", args.vae_steps)
+    vae = build_vae(cfg).to(acc.device)
+    vae.load_state_dict(vae_state["vae"])
+    vae.requires_grad_(False).eval()
     if args.vae_decoder_only and vae_state.get("init_scaling"):  # same encoder: the UNet's latents keep their scale
         scaling = vae_state["init_scaling"]
-        vae.register_to_config(scaling_factor=scaling)
         log(f"vae scaling_factor kept at {scaling:.4f} (decoder-only)")
+    else:
+        renderer.generator.manual_seed(args.seed * 1000 + 999)  # the same scaling factor whether resumed or not
+        scaling = 1.0 / latent_std(vae, renderer, cfg, acc)
+        log(f"vae scaling_factor {scaling:.4f}")
+    vae.register_to_config(scaling_factor=scaling)
     del vae_state
 
     # 2. UNet + image encoder
