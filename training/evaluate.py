@@ -241,9 +241,12 @@ def section_floor(target, images, results):
     rows = {}
     for name, image in images.items():
         video = static_video(target, image, F)
+        change = np.abs(np.diff(video.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))  # levels, per frame pair
         rows[name] = dict(flow=float(metrics.flow_per_frame(video).mean()),
-                          vae_psnr=metrics.psnr(video[0], np.asarray(image)))  # the VAE's round trip
-        print(f"{name:13s} flow {rows[name]['flow']:.3f} px/frame   VAE round trip {rows[name]['vae_psnr']:.1f} dB")
+                          vae_psnr=metrics.psnr(video[0], np.asarray(image)),  # the VAE's round trip
+                          change_per_pair=[round(float(c), 2) for c in change])
+        print(f"{name:13s} flow {rows[name]['flow']:.3f} px/frame   VAE round trip {rows[name]['vae_psnr']:.1f} dB   "
+              f"mean |frame t+1 - frame t| per pair {rows[name]['change_per_pair']} levels")
     flows = [r["flow"] for r in rows.values()]
     sanity = max(float(metrics.flow_per_frame(np.stack([np.asarray(i)] * F)).mean()) for i in images.values())
     print(f"{'mean':13s} flow {np.mean(flows):.3f} px/frame (max {np.max(flows):.3f})   "
