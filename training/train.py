@@ -230,6 +230,8 @@ def main():
                    "and image encoder's, with a fresh optimizer")
     p.add_argument("--textures-every", type=int, default=500, help="steps between fresh procedural textures")
     args = p.parse_args()
+    if args.retrain_vae and not args.init:
+        p.error("--retrain-vae trains the VAE of --init on: name the export or folder with --init")
 
     acc = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
     torch.backends.cuda.matmul.allow_tf32 = True
