@@ -176,7 +176,9 @@ def train_vae(args, cfg, renderer, vae, acc: Accelerator, log: Log, deadline: fl
         l1 = (rec - x).abs().mean()
         mse = (rec - x).square().mean()
         static = (still - frame0).abs().mean() + (still[:, 1:] - still[:, :1]).abs().mean()
-        loss = l1 + mse + 0.5 * image_gradient_l1(rec, x) + args.still_weight * static + args.kl * kl
+        worst = (still[:, 1:] - still[:, :1]).abs().mean((0, 2, 3, 4)).max()  # the frame that strays most (the edges)
+        loss = (l1 + mse + 0.5 * image_gradient_l1(rec, x) + args.still_weight * static + args.still_worst * worst
+                + args.kl * kl)
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
         acc.clip_grad_norm_(model.parameters(), 1.0)
@@ -217,6 +219,8 @@ def main():
                    "steps (fresh optimizer) instead of taking it as trained; the UNet then adapts to it")
     p.add_argument("--vae-decoder-only", action="store_true", help="train only the VAE's (temporal) decoder: the "
                    "latents, and so a trained UNet, stay valid")
+    p.add_argument("--still-worst", type=float, default=0.0, help="weight of the still video's worst frame (its mean "
+                   "difference from the still video's frame 0): the temporal decoder's edge frames stray most")
     p.add_argument("--kl", type=float, default=1e-5, help="weight of the VAE's KL term (per latent element)")
     p.add_argument("--unet-steps", type=int, default=12000)
     p.add_argument("--batch", type=int, default=32, help="clips per UNet step, all processes")
