@@ -124,6 +124,19 @@ def test_same_seed_same_video(tiny_svd, photo):
     assert a.settings["seed"] == 3
 
 
+def test_guidance_is_the_targets_unless_asked(tiny_svd, photo, monkeypatch):
+    """The target's guidance (the pipeline's 1 -> 3 unless a model ships its own) reaches the pipeline,
+    a call's own wins, and the video's settings record what was used."""
+    seen = []
+    call = type(tiny_svd.pipe).__call__
+    monkeypatch.setattr(type(tiny_svd.pipe), "__call__", lambda self, *a, **k: seen.append(k) or call(self, *a, **k))
+    a = tiny_svd.generate(photo, seed=0, num_inference_steps=1)
+    b = tiny_svd.generate(photo, seed=0, num_inference_steps=1, max_guidance_scale=1.0)
+    assert (seen[0]["min_guidance_scale"], seen[0]["max_guidance_scale"]) == (1.0, 3.0) and a.settings["guidance"] == [1.0, 3.0]
+    assert seen[1]["max_guidance_scale"] == 1.0 and b.settings["guidance"] == [1.0, 1.0]
+    assert not np.array_equal(a.frames, b.frames)  # guidance 3 on the last frames changes them
+
+
 def test_video_latents_are_in_the_pipelines_space(tiny_svd, photo):
     """encode_video puts frames where the pipeline's latents live: its `decode_latents` (which divides
     by the scaling factor) turns them into exactly what the VAE's own round trip gives."""

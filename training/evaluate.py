@@ -1,13 +1,14 @@
 """Measure an SVD-format image-to-video model the way issue 10 asks: on held-out images, at fixed seeds.
 
     python training/evaluate.py [--model guard/models/embedded] [--seeds 4] [--sweep-seeds 2]
-        [--threads 2,1] [--only floor,motion,oracles,frames,timing] [--json out.json]
+        [--threads 2,1] [--only floor,motion,oracles,frames,timing] [--guidance MIN,MAX] [--json out.json]
 
 Any folder in the stock diffusers SVD layout works: it is loaded by guard's own SVD target, with its
-sizes from its guard_defaults.json (height, width, num_frames, num_inference_steps), so every video
-here is made as `python -m guard animate` makes it (same image preparation, same pipeline call), except
-that all F frames are decoded in one window (animate decodes in windows of 8). Held-out images: the
-four of examples/ (astronaut, chelsea, coffee, rocket) and matplotlib's sample_data/grace_hopper.jpg,
+sizes and sampler settings from its guard_defaults.json (height, width, num_frames,
+num_inference_steps, guidance), so every video here is made as `python -m guard animate` makes it
+(same image preparation, same pipeline call), except that all F frames are decoded in one window
+(animate decodes in windows of 8). Held-out images: the four of examples/ (astronaut, chelsea,
+coffee, rocket) and matplotlib's sample_data/grace_hopper.jpg,
 center-cropped to the model's aspect and resized to its size; none may be in the training data. The
 video of (image, seed) uses torch.Generator().manual_seed(seed), seeds 0..S-1, so every condition is
 compared on the same noise.
@@ -386,6 +387,8 @@ def main():
     p.add_argument("--threads", default="2,1", help="comma-separated torch thread counts: the measurements run "
                    "with the first, the timing section times each (default 2,1; on a shared CPU use 1)")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections, from {','.join(SECTIONS)}")
+    p.add_argument("--guidance", default=None, help="MIN,MAX classifier-free guidance over the frames instead of "
+                   "the model's own (guard_defaults.json; the pipeline's default is 1,3)")
     p.add_argument("--json", default=None, help="also write every number (and each video's) to this file")
     args = p.parse_args()
     sections = args.only.split(",")
@@ -396,6 +399,9 @@ def main():
     start = time.perf_counter()
 
     target = load_target(args.model)
+    if args.guidance:
+        low, high = (float(g) for g in args.guidance.split(","))
+        target.guidance = {"min_guidance_scale": low, "max_guidance_scale": high}
     images = held_out_images(target)
     seeds = list(range(args.seeds))
     F = target.num_frames
@@ -410,12 +416,12 @@ def main():
     planned = sum(plan.values()) * len(images)
     print(f"model {args.model}: {target.height}x{target.width} (H x W), {F} frames, {target.num_inference_steps} steps, "
           f"fps {target.fps}, default motion_bucket_id {target.motion_bucket_id}, noise_aug {target.noise_aug_strength}, "
-          f"{target.vae.config.latent_channels} latent channels")
+          f"{target.vae.config.latent_channels} latent channels, guidance {target.guidance}")
     print(f"held-out images: {', '.join(images)}; seeds {seeds} (torch.Generator().manual_seed(seed) per video); "
           f"seeds {seeds[:sweep_seeds]} at the other buckets and the frame check; torch threads {torch.get_num_threads()}; sections {','.join(sections)}; {planned} generations planned")
     results = dict(model=args.model, height=target.height, width=target.width, num_frames=F,
                    num_inference_steps=target.num_inference_steps, default_bucket=target.motion_bucket_id,
-                   images=list(images), seeds=seeds, sweep_seeds=sweep_seeds, threads=torch.get_num_threads())
+                   guidance=target.guidance, images=list(images), seeds=seeds, sweep_seeds=sweep_seeds, threads=torch.get_num_threads())
     videos = Videos(target, images, seeds, planned)
 
     if "floor" in sections:

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from training.model import (  # noqa: E402
     DEFAULT_STEPS,
+    GUIDANCE,
     ModelConfig,
     build_feature_extractor,
     build_image_encoder,
@@ -79,7 +80,8 @@ def main():
     # What the pipeline's own defaults (576x1024, 25 steps) cannot say: how this model is meant to run.
     with open(os.path.join(args.out_dir, "guard_defaults.json"), "w") as f:
         json.dump({"height": cfg.height, "width": cfg.width, "num_frames": cfg.num_frames,
-                   "num_inference_steps": DEFAULT_STEPS}, f, indent=1)
+                   "num_inference_steps": DEFAULT_STEPS, "min_guidance_scale": GUIDANCE, "max_guidance_scale": GUIDANCE},
+                  f, indent=1)
     with open(os.path.join(args.out_dir, "training_meta.json"), "w") as f:
         # the last run's arguments; a run started with --init continues the one named there (model card)
         json.dump({k: meta[k] for k in ("unet_step", "vae_steps", "scaling_factor") if k in meta} | {"last_run_args": meta["args"]}, f, indent=1)

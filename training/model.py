@@ -18,6 +18,7 @@ from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWi
 
 
 DEFAULT_STEPS = 12  # Euler steps for CPU generation (the pipeline's own default is 25); see the model card
+GUIDANCE = 1.0  # classifier-free guidance at generation, every frame: none (see the model card for the measurement)
 
 
 @dataclass

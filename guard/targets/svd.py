@@ -89,7 +89,8 @@ class SVDTarget(Target):
     def __init__(self, pipe: StableVideoDiffusionPipeline, name: str = "svd", fps: int = 7,
                  motion_bucket_id: int = 127, noise_aug_strength: float = 0.02,
                  num_inference_steps: int = 25, checkpointing: bool | None = None,
-                 height: int | None = None, width: int | None = None, num_frames: int | None = None):
+                 height: int | None = None, width: int | None = None, num_frames: int | None = None,
+                 min_guidance_scale: float = 1.0, max_guidance_scale: float = 3.0):
         super().__init__()
         self.pipe, self.name = pipe, name
         self.unet, self.vae, self.image_encoder = pipe.unet, pipe.vae, pipe.image_encoder
@@ -109,6 +110,9 @@ class SVDTarget(Target):
         self.num_frames = num_frames or pipe.unet.config.num_frames
         self.num_inference_steps = num_inference_steps
         self.fps, self.motion_bucket_id, self.noise_aug_strength = fps, motion_bucket_id, noise_aug_strength
+        # Classifier-free guidance at generation, rising linearly over the frames (the pipeline's own
+        # 1 -> 3 by default); a model may ship its own (the embedded one: 1 -> 1, no guidance).
+        self.guidance = {"min_guidance_scale": min_guidance_scale, "max_guidance_scale": max_guidance_scale}
         # Record only temporal self-attention; every other layer keeps its processor.
         processors = self.unet.attn_processors
         for key in processors:
@@ -226,6 +230,7 @@ class SVDTarget(Target):
         bucket = self.motion_bucket_id if motion_bucket_id is None else motion_bucket_id
         aug = self.noise_aug_strength if noise_aug_strength is None else noise_aug_strength
         image = image.convert("RGB")  # any size: the pipeline resizes it (Target.generate)
+        kwargs = self.guidance | kwargs
 
         generator = torch.Generator(self.device).manual_seed(seed)
         latents = self.pipe(image, height=self.height, width=self.width, num_frames=num_frames,
@@ -238,7 +243,8 @@ class SVDTarget(Target):
         frames = self.pipe.video_processor.postprocess_video(video=video, output_type="np")[0]  # (F, H, W, 3)
         frames = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
         settings = dict(model=self.name, seed=seed, num_frames=num_frames, num_inference_steps=steps,
-                        fps=self.fps, motion_bucket_id=bucket, noise_aug_strength=aug)
+                        fps=self.fps, motion_bucket_id=bucket, noise_aug_strength=aug,
+                        guidance=[kwargs["min_guidance_scale"], kwargs["max_guidance_scale"]])
         return Video(frames=frames, latents=latents if return_latents else None, settings=settings)
 
 
