@@ -30,7 +30,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from guard import metrics  # noqa: E402
+from benchmarks.freeze_leads import flows  # noqa: E402
 from guard.methods.base import to_pil  # noqa: E402
 from guard.targets import load_target  # noqa: E402
 from training.data import gaussian_blur, velocity_field  # noqa: E402
@@ -65,8 +65,7 @@ def main():
           f"torch threads {torch.get_num_threads()}")
 
     def flow(x):
-        image = to_pil(x)
-        return np.mean([metrics.flow_per_frame(target.generate(image, seed=s).frames).mean() for s in seeds])
+        return np.mean(flows(target, to_pil(x), seeds))
 
     rows = {}
     for name in args.images.split(","):
