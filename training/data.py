@@ -17,7 +17,8 @@ what moves and how is read off what the picture shows, not drawn at random:
   flow: the mean flow magnitude over the pixels that move (>= 0.2 px/frame), known exactly from the
   render, scaled so that bucket 255 is FLOW_AT_BUCKET_255 px/frame. Over the pixels that move, not
   the whole frame: the bucket then says how fast things move and the picture which things move.
-  10% of clips are still (speed 0, bucket 0); flat and blurred pictures give bucket 0 at any speed.
+  10% of clips are still by default (speed 0, bucket 0; train.py --still-clips); flat and blurred
+  pictures give bucket 0 at any speed.
 
 Pictures: photographs and textures shipped inside Python packages (scikit-image's data folder,
 scikit-learn's two sample photos, matplotlib's sample photo), at random crops, scales, flips, hue
@@ -236,10 +237,13 @@ def bucket_of(velocity: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class ClipRenderer:
     """Renders batches of clips (B, F, 3, H, W) in [-1, 1] with their motion buckets (B,).
 
-    size: the model's (height, width); speed scales with the width (MAX_SPEED is at width 256)."""
+    size: the model's (height, width); speed scales with the width (MAX_SPEED is at width 256).
+    still: the share of clips drawn still (speed 0, bucket 0); flat and blurred pictures add to it."""
 
-    def __init__(self, bank: torch.Tensor, size: tuple[int, int] = (192, 256), num_textures: int = 256, seed: int = 0):
+    def __init__(self, bank: torch.Tensor, size: tuple[int, int] = (192, 256), num_textures: int = 256, seed: int = 0,
+                 still: float = 0.1):
         self.device = bank.device
+        self.still = still  # share of clips drawn at speed 0
         self.size = size
         self.src_size = source_size(size)
         self.px_scale = size[1] / 256
@@ -294,7 +298,7 @@ class ClipRenderer:
     def __call__(self, batch_size: int, num_frames: int = 8):
         B = batch_size
         src = self.pictures(B)
-        speed = MAX_SPEED * self.px_scale * (0.1 + 0.9 * self._rand(B)) * (self._rand(B) >= 0.1)  # 10% still
+        speed = MAX_SPEED * self.px_scale * (0.1 + 0.9 * self._rand(B)) * (self._rand(B) >= self.still)
         velocity = velocity_field(src, speed)
         video = render(src, velocity, num_frames, self.size)
         bucket = bucket_of(velocity / self.px_scale, self.size)

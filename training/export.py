@@ -36,7 +36,11 @@ def load_compact(export_dir: str):
         meta = json.load(f)
     cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["model_config"].items()})
     vae, unet, image_encoder = build_vae(cfg), build_unet(cfg), build_image_encoder(cfg)
-    vae.load_state_dict({k: v.float() for k, v in load_file(os.path.join(export_dir, "vae.safetensors")).items()})
+    files = [f"vae-{i}.safetensors" for i in range(meta["vae_shards"])] if "vae_shards" in meta else ["vae.safetensors"]
+    sd = {}
+    for name in files:
+        sd.update(load_file(os.path.join(export_dir, name)))
+    vae.load_state_dict({k: v.float() for k, v in sd.items()})
     vae.register_to_config(scaling_factor=meta["scaling_factor"])
     image_encoder.load_state_dict(
         {k: v.float() for k, v in load_file(os.path.join(export_dir, "image_encoder.safetensors")).items()}, strict=False

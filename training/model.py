@@ -61,6 +61,50 @@ def build_vae(cfg: ModelConfig) -> AutoencoderKLTemporalDecoder:
     )
 
 
+@torch.no_grad()
+def grow_vae_state(vae: AutoencoderKLTemporalDecoder, state: dict, generator: torch.Generator | None = None) -> dict:
+    """A narrower VAE's state grown to `vae`'s shapes without changing what it computes (Net2Net), so
+    that a wider decoder can be trained on from a trained one while the encoder, and so the latent
+    space a trained UNet works in, stays exactly as it was.
+
+    - A level twice as wide: every channel is duplicated in place (c -> 2c, 2c+1), so GroupNorm's 32
+      groups hold the same values twice (same statistics); a layer reading duplicated channels splits
+      each old weight between the two copies at a random ratio (w(1/2 + d), w(1/2 - d)), which sums to
+      the old weight and gives the copies different gradients, so they can learn different things.
+      The mid-block attention's head dimension doubles with its width: its queries are scaled by
+      1/sqrt(2) to keep the softmax's logits.
+    - A level with more resnets: the added resnets (last in their block) get a zero second
+      convolution, so they start as the identity (spatial and temporal branches alike). The decoder's
+      mid-block attention, which diffusers runs only between two resnets, starts with a zero output.
+    """
+    new = vae.state_dict()
+    assert set(state) <= set(new), f"not a smaller VAE of the same kind: {sorted(set(state) - set(new))[:3]}"
+    out = {}
+    for k, ref in new.items():
+        if k not in state:
+            assert ".resnets." in k, f"{k}: only resnets can be added"
+            out[k] = torch.zeros_like(ref) if ".conv2." in k else ref.clone()
+            continue
+        w = state[k].to(ref.device, ref.dtype)
+        for d in range(w.dim()):
+            if w.shape[d] == ref.shape[d]:
+                continue
+            assert ref.shape[d] == 2 * w.shape[d], f"{k}: dim {d} grows {w.shape[d]} -> {ref.shape[d]}, not 2x"
+            if d == 1:  # input channels: the two copies share the old weight
+                split = 0.25 * (2 * torch.rand(w.shape, generator=generator) - 1).to(w)
+                w = torch.stack([w * (0.5 + split), w * (0.5 - split)], d + 1).flatten(d, d + 1)
+            else:  # output channels (and 1-d parameters: biases, norms): copies
+                w = w.repeat_interleave(2, dim=d)
+        if (".to_q." in k) and w.shape[0] != state[k].shape[0]:
+            w = w / 2**0.5
+        out[k] = w
+    if "decoder.mid_block.resnets.1.spatial_res_block.conv1.weight" not in state:  # the decoder's mid-block attention
+        for k in out:  # runs only between two resnets: it was never used, and joins as the identity (a residual)
+            if k.startswith("decoder.mid_block.attentions.0.to_out."):
+                out[k] = torch.zeros_like(out[k])
+    return out
+
+
 def build_unet(cfg: ModelConfig) -> UNetSpatioTemporalConditionModel:
     down = tuple("CrossAttnDownBlockSpatioTemporal" if a else "DownBlockSpatioTemporal" for a in cfg.unet_attention_levels)
     up = tuple("CrossAttnUpBlockSpatioTemporal" if a else "UpBlockSpatioTemporal" for a in reversed(cfg.unet_attention_levels))

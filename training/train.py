@@ -37,7 +37,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from training.data import ClipRenderer, picture_bank, read_pictures  # noqa: E402
-from training.model import ModelConfig, build_image_encoder, build_unet, build_vae, count_params  # noqa: E402
+from training.model import ModelConfig, build_image_encoder, build_unet, build_vae, count_params, grow_vae_state  # noqa: E402
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP, as SVD's feature_extractor
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -92,24 +92,38 @@ def export_compact(export_dir: str, cfg: ModelConfig, vae, unet, image_encoder, 
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     half = lambda m: {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in m.state_dict().items()}  # noqa: E731
-    save_file(half(vae), os.path.join(tmp, "vae.safetensors"))
+
+    def save_shards(name: str, sd: dict) -> int:  # files below 15 MB
+        shards, current, size = [], {}, 0
+        for k in sorted(sd):
+            nbytes = sd[k].numel() * 2
+            if current and size + nbytes > 15_000_000:
+                shards.append(current)
+                current, size = {}, 0
+            current[k] = sd[k]
+            size += nbytes
+        shards.append(current)
+        for i, shard in enumerate(shards):
+            save_file(shard, os.path.join(tmp, f"{name}-{i}.safetensors"))
+        return len(shards)
+
     save_file(half(image_encoder), os.path.join(tmp, "image_encoder.safetensors"))
-    sd = half(unet)
-    shards, current, size = [], {}, 0
-    for k in sorted(sd):  # split the UNet into shards below 15 MB
-        nbytes = sd[k].numel() * 2
-        if current and size + nbytes > 15_000_000:
-            shards.append(current)
-            current, size = {}, 0
-        current[k] = sd[k]
-        size += nbytes
-    shards.append(current)
-    for i, shard in enumerate(shards):
-        save_file(shard, os.path.join(tmp, f"unet-{i}.safetensors"))
+    shards = {"unet_shards": save_shards("unet", half(unet)), "vae_shards": save_shards("vae", half(vae))}
     with open(os.path.join(tmp, "meta.json"), "w") as f:
-        json.dump({"model_config": cfg.to_dict(), "unet_shards": len(shards), **meta}, f, indent=1)
+        json.dump({"model_config": cfg.to_dict(), **shards, **meta}, f, indent=1)
     shutil.rmtree(export_dir, ignore_errors=True)
     os.replace(tmp, export_dir)
+
+
+def load_vae_state(vae, state: dict, log=None) -> None:
+    """Load a VAE state; a narrower one (an older, smaller VAE) is grown to this VAE's shapes first,
+    computing what it computed (model.grow_vae_state): the encoder's latents stay the UNet's."""
+    own = vae.state_dict()
+    if set(state) != set(own) or any(state[k].shape != own[k].shape for k in state):
+        state = grow_vae_state(vae, {k: v.cpu() for k, v in state.items()}, torch.Generator().manual_seed(0))
+        if log:
+            log("vae: grown from a smaller VAE (same function; the added width and resnets train from here)")
+    vae.load_state_dict(state)
 
 
 class VAEStep(torch.nn.Module):
@@ -141,7 +155,7 @@ def train_vae(args, cfg, renderer, vae, acc: Accelerator, log: Log, deadline: fl
     step, base, init_scaling = 0, 0, None
     if os.path.exists(path):
         state = torch.load(path, map_location=acc.device)
-        vae.load_state_dict(state["vae"])
+        load_vae_state(vae, state["vae"], log)
         step, base = state["step"], state.get("base_steps", 0)
         init_scaling = state.get("init_scaling")
         if state["opt"] is not None:  # None: taken from an export (--init), already trained
@@ -159,7 +173,7 @@ def train_vae(args, cfg, renderer, vae, acc: Accelerator, log: Log, deadline: fl
             save_state(path, {"vae": acc.unwrap_model(model).vae.state_dict(), "opt": opt.state_dict(), "step": step, "data_rng": rngs,
                               "base_steps": base, "total_steps": base + step, "init_scaling": init_scaling})
 
-    t0, last_save, step0 = time.time(), time.time(), step
+    t0, last_save, step0, mses = time.time(), time.time(), step, []
     while step < args.vae_steps:
         if time.time() > deadline:
             save()
@@ -184,9 +198,11 @@ def train_vae(args, cfg, renderer, vae, acc: Accelerator, log: Log, deadline: fl
         acc.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        if step % 100 == 0:
-            log(f"vae step {step} loss {loss.item():.4f} psnr {10 * math.log10(4.0 / mse.item()):.2f} static {static.item():.4f} "
+        mses.append(mse.item())
+        if step % 100 == 0:  # psnr: of the last 100 batches' mean squared error (one batch's is noisy)
+            log(f"vae step {step} loss {loss.item():.4f} psnr {10 * math.log10(4.0 / (sum(mses) / len(mses))):.2f} static {static.item():.4f} "
                 f"kl {kl.item():.3f} {(step - step0) / (time.time() - t0):.1f} it/s")
+            mses = []
         if time.time() - last_save > args.save_every:
             save()
             last_save = time.time()
@@ -221,10 +237,16 @@ def main():
                    "latents, and so a trained UNet, stay valid")
     p.add_argument("--still-worst", type=float, default=0.0, help="weight of the still video's worst frame (its mean "
                    "difference from the still video's frame 0): the temporal decoder's edge frames stray most")
+    p.add_argument("--vae-channels", default=None, help="VAE widths per level, e.g. 32,64,256,256 (default: the "
+                   "ModelConfig's); a narrower VAE from --init is grown to them (model.grow_vae_state)")
+    p.add_argument("--vae-layers", type=int, default=None, help="resnets per VAE level (default: the ModelConfig's)")
     p.add_argument("--kl", type=float, default=1e-5, help="weight of the VAE's KL term (per latent element)")
     p.add_argument("--unet-steps", type=int, default=12000)
     p.add_argument("--batch", type=int, default=32, help="clips per UNet step, all processes")
     p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--still-clips", type=float, default=0.1, help="share of UNet clips drawn still (bucket 0)")
+    p.add_argument("--still-td", type=float, default=0.0, help="extra weight on the frame-to-frame part of the error "
+                   "on still clips (bucket 0): the flicker a still video must not have")
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--save-every", type=float, default=120.0, help="seconds between checkpoints")
@@ -245,6 +267,10 @@ def main():
     start = time.time()
     deadline = start + 60 * args.max_minutes - 30  # leave time to save and export
     cfg = ModelConfig()
+    if args.vae_channels:
+        cfg.vae_channels = tuple(int(c) for c in args.vae_channels.split(","))
+    if args.vae_layers:
+        cfg.vae_layers = args.vae_layers
     torch.manual_seed(args.seed)  # parameter init only (the same on every process); data has its own generators
     vae, unet, image_encoder = build_vae(cfg), build_unet(cfg), build_image_encoder(cfg)
     pictures = read_pictures(args.pictures)
@@ -284,15 +310,23 @@ def main():
     vae.to(acc.device)
     if not train_vae(args, cfg, renderer, vae, acc, log, deadline):
         log(f"stopped in the VAE stage ({(time.time() - start) / 60:.1f} min)")
+        if args.vae_decoder_only and args.export and acc.is_main_process:  # the UNet is the init's: export now
+            state = torch.load(os.path.join(args.work, "vae.pt"), map_location="cpu")
+            load_vae_state(vae, state["vae"])
+            vae.register_to_config(scaling_factor=state["init_scaling"])
+            export_compact(args.export, cfg, vae, unet, image_encoder,
+                           {"unet_step": getattr(args, "resume_step", 0), "vae_steps": state["total_steps"], "seed": args.seed,
+                            "scaling_factor": state["init_scaling"], "final": False, "args": vars(args)})
+            log(f"exported the decoder at vae step {state['total_steps']}")
         return
     vae_state = torch.load(os.path.join(args.work, "vae.pt"), map_location=acc.device)
     vae_steps = vae_state.get("total_steps", args.vae_steps)
     vae = build_vae(cfg).to(acc.device)
-    vae.load_state_dict(vae_state["vae"])
+    load_vae_state(vae, vae_state["vae"])
     vae.requires_grad_(False).eval()
-    if args.vae_decoder_only and vae_state.get("init_scaling"):  # same encoder: the UNet's latents keep their scale
-        scaling = vae_state["init_scaling"]
-        log(f"vae scaling_factor kept at {scaling:.4f} (decoder-only)")
+    if vae_state.get("init_scaling") and (args.vae_decoder_only or not args.retrain_vae):
+        scaling = vae_state["init_scaling"]  # the init's encoder: the UNet's latents keep their scale
+        log(f"vae scaling_factor kept at {scaling:.4f} (the encoder of --init)")
     else:
         renderer.generator.manual_seed(args.seed * 1000 + 999)  # the same scaling factor whether resumed or not
         scaling = 1.0 / latent_std(vae, renderer, cfg, acc)
@@ -310,6 +344,7 @@ def main():
     path = os.path.join(args.work, "unet.pt")
     step = 0
     renderer.generator.manual_seed(args.seed * 1000 + 500 + acc.process_index)
+    renderer.still = args.still_clips
     frames_rng = torch.Generator().manual_seed(args.seed + 7)  # clip length per step, the same on every process
     if os.path.exists(path):
         state = torch.load(path, map_location=acc.device)
@@ -369,7 +404,12 @@ def main():
             out = unet_m(torch.cat([c_in * noisy, cond_in], 2), 0.25 * torch.log(sigma), encoder_hidden_states=emb,
                          added_time_ids=added_time_ids).sample.float()
         x0_pred = out * (-s / torch.sqrt(s**2 + 1)) + noisy / (s**2 + 1)  # SVD's v-prediction
-        loss = ((s**2 + 1) / s**2 * (x0_pred - x0).square()).mean()  # EDM weighting = unit-variance v loss
+        weight = (s**2 + 1) / s**2  # EDM weighting = unit-variance v loss
+        err = x0_pred - x0
+        loss = (weight * err.square()).mean()
+        if args.still_td:  # a still clip's x0 is the same in every frame: what changes across frames is flicker
+            still = (bucket == 0).float()[:, None, None, None, None]
+            loss = loss + args.still_td * (weight * still * (err - err.mean(1, keepdim=True)).square()).mean()
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
         acc.clip_grad_norm_(params, 1.0)
