@@ -128,11 +128,12 @@ def load_vae_state(vae, state: dict, log=None) -> None:
 
 class VAEStep(torch.nn.Module):
     """One VAE training forward in a module (so that data-parallel wrappers see it as `forward`):
-    reconstruction of the clip, and the decoding of frame 0's latent repeated over the frames."""
+    reconstruction of the clip, and the decoding of frame 0's latent repeated over the frames; with an
+    anchor (a frozen VAE), the mean squared distance of the latents from the anchor's."""
 
-    def __init__(self, vae, decoder_only: bool = False):
+    def __init__(self, vae, decoder_only: bool = False, anchor=None):
         super().__init__()
-        self.vae, self.decoder_only = vae, decoder_only
+        self.vae, self.decoder_only, self.anchor = vae, decoder_only, anchor
 
     def forward(self, x: torch.Tensor, num_frames: int, still_clips: int = 2):
         with torch.set_grad_enabled(not self.decoder_only):
@@ -142,7 +143,12 @@ class VAEStep(torch.nn.Module):
         z0 = z.unflatten(0, (-1, num_frames))[:still_clips, :1].expand(-1, num_frames, -1, -1, -1).flatten(0, 1)
         still = self.vae.decode(z0, num_frames=num_frames).sample.unflatten(0, (-1, num_frames))
         kl = posterior.kl().mean() / posterior.mean[0].numel()  # per latent element
-        return rec, still, kl
+        drift = torch.zeros((), device=x.device)
+        if self.anchor is not None:
+            with torch.no_grad():
+                ref = self.anchor.encode(x).latent_dist.mean
+            drift = (posterior.mean.float() - ref.float()).square().mean()
+        return rec, still, kl, drift
 
 
 def train_vae(args, cfg, renderer, vae, acc: Accelerator, log: Log, deadline: float) -> bool:
@@ -164,7 +170,16 @@ def train_vae(args, cfg, renderer, vae, acc: Accelerator, log: Log, deadline: fl
         log(f"vae: resumed at step {step}")
         if step >= args.vae_steps:  # complete
             return True
-    model, opt = acc.prepare(VAEStep(vae, args.vae_decoder_only), opt)
+    anchor = None
+    if args.vae_anchor:  # the encoder trains, near the latents of the VAE it started from (the UNet's)
+        ref_path = os.path.join(args.work, "vae_anchor.pt")
+        if not os.path.exists(ref_path) and acc.is_main_process:
+            save_state(ref_path, state["vae"])  # as loaded at step 0: the --init's VAE
+        acc.wait_for_everyone()
+        anchor = build_vae(cfg).to(acc.device)
+        load_vae_state(anchor, torch.load(ref_path, map_location=acc.device))
+        anchor.requires_grad_(False).eval()
+    model, opt = acc.prepare(VAEStep(vae, args.vae_decoder_only, anchor), opt)
     clips = max(1, args.vae_batch // cfg.num_frames // acc.num_processes)
 
     def save():
@@ -184,7 +199,7 @@ def train_vae(args, cfg, renderer, vae, acc: Accelerator, log: Log, deadline: fl
         F_ = x.shape[1]
         x = x.flatten(0, 1)  # (B*F, 3, H, W) in [-1, 1]
         with acc.autocast():
-            rec, still, kl = model(x, F_)
+            rec, still, kl, drift = model(x, F_)
         rec, still = rec.float(), still.float()
         frame0 = x.unflatten(0, (clips, F_))[: still.shape[0], :1]  # a still video decodes still, as frame 0
         l1 = (rec - x).abs().mean()
@@ -192,7 +207,7 @@ def train_vae(args, cfg, renderer, vae, acc: Accelerator, log: Log, deadline: fl
         static = (still - frame0).abs().mean() + (still[:, 1:] - still[:, :1]).abs().mean()
         worst = (still[:, 1:] - still[:, :1]).abs().mean((0, 2, 3, 4)).max()  # the frame that strays most (the edges)
         loss = (l1 + mse + 0.5 * image_gradient_l1(rec, x) + args.still_weight * static + args.still_worst * worst
-                + args.kl * kl)
+                + args.kl * kl + args.vae_anchor * drift * (init_scaling or 1.0) ** 2)
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
         acc.clip_grad_norm_(model.parameters(), 1.0)
@@ -201,7 +216,7 @@ def train_vae(args, cfg, renderer, vae, acc: Accelerator, log: Log, deadline: fl
         mses.append(mse.item())
         if step % 100 == 0:  # psnr: of the last 100 batches' mean squared error (one batch's is noisy)
             log(f"vae step {step} loss {loss.item():.4f} psnr {10 * math.log10(4.0 / (sum(mses) / len(mses))):.2f} static {static.item():.4f} "
-                f"kl {kl.item():.3f} {(step - step0) / (time.time() - t0):.1f} it/s")
+                f"kl {kl.item():.3f} drift {drift.item() * (init_scaling or 1.0) ** 2:.4f} {(step - step0) / (time.time() - t0):.1f} it/s")
             mses = []
         if time.time() - last_save > args.save_every:
             save()
@@ -240,6 +255,9 @@ def main():
     p.add_argument("--vae-channels", default=None, help="VAE widths per level, e.g. 32,64,256,256 (default: the "
                    "ModelConfig's); a narrower VAE from --init is grown to them (model.grow_vae_state)")
     p.add_argument("--vae-layers", type=int, default=None, help="resnets per VAE level (default: the ModelConfig's)")
+    p.add_argument("--vae-anchor", type=float, default=0.0, help="with --retrain-vae: weight of the squared distance "
+                   "of the encoder's latents (scaled) from those of the --init's VAE, so that the UNet's latent space "
+                   "moves little while the encoder learns to keep more of the picture")
     p.add_argument("--kl", type=float, default=1e-5, help="weight of the VAE's KL term (per latent element)")
     p.add_argument("--unet-steps", type=int, default=12000)
     p.add_argument("--batch", type=int, default=32, help="clips per UNet step, all processes")
@@ -258,6 +276,8 @@ def main():
     args = p.parse_args()
     if args.retrain_vae and not args.init:
         p.error("--retrain-vae trains the VAE of --init on: name the export or folder with --init")
+    if args.vae_anchor and not args.retrain_vae:
+        p.error("--vae-anchor keeps a retrained VAE near the VAE of --init: use it with --init and --retrain-vae")
 
     acc = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -310,21 +330,21 @@ def main():
     vae.to(acc.device)
     if not train_vae(args, cfg, renderer, vae, acc, log, deadline):
         log(f"stopped in the VAE stage ({(time.time() - start) / 60:.1f} min)")
-        if args.vae_decoder_only and args.export and acc.is_main_process:  # the UNet is the init's: export now
+        if args.init and args.export and acc.is_main_process:  # the UNet is the init's: export the VAE with it now
             state = torch.load(os.path.join(args.work, "vae.pt"), map_location="cpu")
             load_vae_state(vae, state["vae"])
             vae.register_to_config(scaling_factor=state["init_scaling"])
             export_compact(args.export, cfg, vae, unet, image_encoder,
                            {"unet_step": getattr(args, "resume_step", 0), "vae_steps": state["total_steps"], "seed": args.seed,
                             "scaling_factor": state["init_scaling"], "final": False, "args": vars(args)})
-            log(f"exported the decoder at vae step {state['total_steps']}")
+            log(f"exported the VAE at vae step {state['total_steps']}")
         return
     vae_state = torch.load(os.path.join(args.work, "vae.pt"), map_location=acc.device)
     vae_steps = vae_state.get("total_steps", args.vae_steps)
     vae = build_vae(cfg).to(acc.device)
     load_vae_state(vae, vae_state["vae"])
     vae.requires_grad_(False).eval()
-    if vae_state.get("init_scaling") and (args.vae_decoder_only or not args.retrain_vae):
+    if vae_state.get("init_scaling") and (args.vae_decoder_only or args.vae_anchor or not args.retrain_vae):
         scaling = vae_state["init_scaling"]  # the init's encoder: the UNet's latents keep their scale
         log(f"vae scaling_factor kept at {scaling:.4f} (the encoder of --init)")
     else:
