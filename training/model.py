@@ -76,6 +76,8 @@ def grow_vae_state(vae: AutoencoderKLTemporalDecoder, state: dict, generator: to
     - A level with more resnets: the added resnets (last in their block) get a zero second
       convolution, so they start as the identity (spatial and temporal branches alike). The decoder's
       mid-block attention, which diffusers runs only between two resnets, starts with a zero output.
+    - A resnet that now changes the width gains a 1x1 shortcut that copies each channel twice (or
+      averages the two copies), the identity on what the small one computed.
     """
     new = vae.state_dict()
     assert set(state) <= set(new), f"not a smaller VAE of the same kind: {sorted(set(state) - set(new))[:3]}"
@@ -83,7 +85,16 @@ def grow_vae_state(vae: AutoencoderKLTemporalDecoder, state: dict, generator: to
     for k, ref in new.items():
         if k not in state:
             assert ".resnets." in k, f"{k}: only resnets can be added"
-            out[k] = torch.zeros_like(ref) if ".conv2." in k else ref.clone()
+            if ".conv_shortcut." in k:  # a resnet whose input and output widths now differ: the shortcut
+                out[k] = torch.zeros_like(ref)  # copies each channel twice, or averages each pair of copies
+                if k.endswith("weight"):
+                    n_out, n_in = ref.shape[:2]
+                    if n_out > n_in:
+                        out[k][torch.arange(n_out), torch.arange(n_out) // 2] = 1.0
+                    else:
+                        out[k][torch.arange(n_in) // 2, torch.arange(n_in)] = 0.5
+            else:
+                out[k] = torch.zeros_like(ref) if ".conv2." in k else ref.clone()
             continue
         w = state[k].to(ref.device, ref.dtype)
         for d in range(w.dim()):

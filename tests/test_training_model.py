@@ -1,0 +1,55 @@
+"""Growing a trained VAE (training/model.py grow_vae_state): wider and deeper, computing the same thing."""
+
+import os
+import sys
+
+import pytest
+import torch
+from diffusers import AutoencoderKLTemporalDecoder
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from training.model import grow_vae_state  # noqa: E402
+
+
+def _vae(channels, layers):
+    torch.manual_seed(0)
+    vae = AutoencoderKLTemporalDecoder(block_out_channels=channels, layers_per_block=layers, latent_channels=4,
+                                       down_block_types=("DownEncoderBlock2D",) * len(channels), sample_size=32)
+    return vae.double().eval()
+
+
+def _randomise(vae):
+    """Random weights everywhere (a fresh VAE has zero-initialised parts that would hide a wrong growth)."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.copy_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return vae
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_a_grown_vae_computes_what_the_small_one_did(layers):
+    small = _randomise(_vae((32, 32, 64), 1))
+    big = _vae((32, 64, 128), layers)
+    big.load_state_dict(grow_vae_state(big, small.state_dict(), torch.Generator().manual_seed(0)))
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 2 - 1
+    z = torch.randn(6, 4, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    with torch.no_grad():
+        a, b = small.encode(x).latent_dist, big.encode(x).latent_dist
+        assert torch.allclose(a.mean, b.mean, atol=1e-9) and torch.allclose(a.logvar, b.logvar, atol=1e-9)
+        # decoded as videos of 3 frames: the temporal layers see the same thing too
+        assert torch.allclose(small.decode(z, num_frames=3).sample, big.decode(z, num_frames=3).sample, atol=1e-9)
+
+
+def test_the_two_copies_of_a_channel_can_learn_apart():
+    small = _randomise(_vae((32, 32, 64), 1))
+    big = _vae((32, 64, 128), 1)
+    grown = grow_vae_state(big, small.state_dict(), torch.Generator().manual_seed(0))
+    w = grown["decoder.up_blocks.0.resnets.0.spatial_res_block.conv1.weight"]  # reads duplicated channels
+    assert not torch.equal(w[:, 0::2], w[:, 1::2])  # split unevenly, so the copies get different gradients
+    assert torch.allclose(w[:, 0::2] + w[:, 1::2], small.state_dict()["decoder.up_blocks.0.resnets.0.spatial_res_block.conv1.weight"].repeat_interleave(2, 0))
+
+
+def test_only_a_smaller_vae_of_the_same_kind_grows():
+    with pytest.raises(AssertionError, match="not 2x"):
+        grow_vae_state(_vae((32, 96, 96), 1), _vae((32, 64, 64), 1).state_dict())
