@@ -36,19 +36,18 @@ def load_compact(export_dir: str):
         meta = json.load(f)
     cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["model_config"].items()})
     vae, unet, image_encoder = build_vae(cfg), build_unet(cfg), build_image_encoder(cfg)
-    files = [f"vae-{i}.safetensors" for i in range(meta["vae_shards"])] if "vae_shards" in meta else ["vae.safetensors"]
-    sd = {}
-    for name in files:
-        sd.update(load_file(os.path.join(export_dir, name)))
-    vae.load_state_dict({k: v.float() for k, v in sd.items()})
+
+    def weights(name: str) -> dict:  # float32, from NAME-i.safetensors shards, or one NAME.safetensors (older exports)
+        files = [f"{name}-{i}.safetensors" for i in range(meta[f"{name}_shards"])] if f"{name}_shards" in meta else [f"{name}.safetensors"]
+        sd = {}
+        for file in files:
+            sd.update(load_file(os.path.join(export_dir, file)))
+        return {k: v.float() for k, v in sd.items()}
+
+    vae.load_state_dict(weights("vae"))
     vae.register_to_config(scaling_factor=meta["scaling_factor"])
-    image_encoder.load_state_dict(
-        {k: v.float() for k, v in load_file(os.path.join(export_dir, "image_encoder.safetensors")).items()}, strict=False
-    )
-    sd = {}
-    for i in range(meta["unet_shards"]):
-        sd.update(load_file(os.path.join(export_dir, f"unet-{i}.safetensors")))
-    unet.load_state_dict({k: v.float() for k, v in sd.items()})
+    image_encoder.load_state_dict(weights("image_encoder"), strict=False)
+    unet.load_state_dict(weights("unet"))
     return cfg, meta, vae.eval(), unet.eval(), image_encoder.eval()
 
 

@@ -213,9 +213,9 @@ def train_vae(args, cfg, renderer, vae, acc: Accelerator, log: Log, deadline: fl
         acc.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        mses.append(mse.item())
+        mses.append(mse.detach())  # read at the log, not every step (a GPU sync)
         if step % 100 == 0:  # psnr: of the last 100 batches' mean squared error (one batch's is noisy)
-            log(f"vae step {step} loss {loss.item():.4f} psnr {10 * math.log10(4.0 / (sum(mses) / len(mses))):.2f} static {static.item():.4f} "
+            log(f"vae step {step} loss {loss.item():.4f} psnr {10 * math.log10(4.0 / torch.stack(mses).mean().item()):.2f} static {static.item():.4f} "
                 f"kl {kl.item():.3f} drift {drift.item() * (init_scaling or 1.0) ** 2:.4f} {(step - step0) / (time.time() - t0):.1f} it/s")
             mses = []
         if time.time() - last_save > args.save_every:

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from guard import metrics  # noqa: E402
 from guard.targets import load_target  # noqa: E402
 from training.data import load_pictures  # noqa: E402
-from training.evaluate import held_out_images, static_video  # noqa: E402
+from training.evaluate import ROOT, held_out_images, static_video  # noqa: E402
 
 
 def patches(img: np.ndarray, k: int) -> np.ndarray:
@@ -37,7 +37,7 @@ def unpatch(p: np.ndarray, shape, k: int) -> np.ndarray:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "guard", "models", "embedded"))
+    p.add_argument("--model", default=os.path.join(ROOT, "guard", "models", "embedded"))
     args = p.parse_args()
     target = load_target(args.model)
     vae = target.pipe.vae
