@@ -74,3 +74,49 @@ def test_held_out_pictures_are_not_training_pictures():
     assert not set(load_pictures()) & set(HELD_OUT)
     examples = {os.path.splitext(f)[0] for f in os.listdir(os.path.join(os.path.dirname(__file__), "..", "examples"))}
     assert examples - {"SOURCES", "cache"} <= set(HELD_OUT)
+
+
+def test_photo_share_draws_photos_or_textures_as_asked():
+    bank = torch.full((3, 3, 80, 100), 0.5)  # photos: flat grey; procedural textures never are flat
+    for share, photos in ((1.0, True), (0.0, False)):
+        r = ClipRenderer(bank, SIZE, num_textures=4, seed=1, photo_share=share)
+        video, _ = r(16, 2)
+        flat = video.flatten(3).std(3).flatten(1).amax(1) < 1e-3  # tone and tint change a flat picture, not its flatness
+        assert bool(flat.all()) == photos and bool(flat.any()) == photos
+
+
+def test_picture_bank_has_five_views_per_picture():
+    from training.data import picture_bank
+
+    pictures = {"a": (torch.rand(120, 160, 3) * 255).to(torch.uint8).numpy()}
+    bank = picture_bank(pictures, SIZE, "cpu")
+    assert bank.shape[0] == 5 and bank.min() >= 0 and bank.max() <= 1
+    # the last view: the whole picture at half size in the middle, mirrored out to the edges
+    th, tw = bank.shape[-2:]
+    assert torch.allclose(bank[4, :, : th // 4].flip(1), bank[4, :, th // 4 + 1 : th // 2 + 1], atol=1e-6)
+
+
+def test_extra_pictures_travel_as_small_jpegs_and_read_back(tmp_path):
+    import numpy as np
+
+    from training.data import read_pictures
+    from training.pictures import MAX_SIDE, decode, encode
+
+    grey = np.tile(np.arange(200, dtype=np.uint8), (100, 1))
+    assert decode("x/portrait.npy", _npy_bytes(grey)).shape == (100, 200, 3)  # grey -> 3 channels
+    big = np.random.default_rng(0).integers(0, 256, (1000, 2000, 3), dtype=np.uint8)
+    jpeg = encode(big)
+    assert jpeg.ndim == 1 and jpeg.dtype == np.uint8
+    np.savez(tmp_path / "p.npz", extra_photo=jpeg)
+    pictures = read_pictures(str(tmp_path / "p.npz"))
+    assert pictures["extra_photo"].shape == (MAX_SIDE // 2, MAX_SIDE, 3)  # long side capped, aspect kept
+
+
+def _npy_bytes(a):
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()

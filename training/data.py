@@ -21,14 +21,16 @@ what moves and how is read off what the picture shows, not drawn at random:
   pictures give bucket 0 at any speed.
 
 Pictures: photographs and textures shipped inside Python packages (scikit-image's data folder,
-scikit-learn's two sample photos, matplotlib's sample photo), at random crops, scales, flips, hue
-rotations, saturation and tints, plus procedural textures; 15% are blurred (out of focus, so still).
-Nothing is downloaded. The project's example images (astronaut, chelsea, coffee, rocket) and
-grace_hopper are held out for evaluation.
+scikit-learn's two sample photos, gradio's sample photos; training/pictures.py adds 42 more from
+package archives on PyPI), at random crops, scales, flips, hue rotations, saturation and tints,
+plus procedural textures; 15% are blurred (out of focus, so still). No dataset is downloaded. The
+project's example images (astronaut, chelsea, coffee, rocket) and grace_hopper (matplotlib's sample
+photo) are held out for evaluation.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 
@@ -80,9 +82,22 @@ def _sklearn_pictures() -> dict[str, np.ndarray]:
     return {os.path.basename(f).split(".")[0]: img for f, img in zip(data.filenames, data.images)}
 
 
+def _gradio_pictures() -> dict[str, np.ndarray]:
+    """The photographs among gradio's bundled assets (gradio is the app's own dependency)."""
+    try:
+        import gradio
+    except ImportError:
+        return {}
+    folder = os.path.dirname(gradio.__file__)
+    files = {"cheetah": "media_assets/images/cheetah.jpg", "cheetah1": "media_assets/images/cheetah1.jpg",
+             "cheetah2": "test_data/cheetah2.jpg", "lion": "media_assets/images/lion.jpg", "tower": "media_assets/images/tower.jpg"}
+    return {k: np.asarray(PIL.Image.open(os.path.join(folder, f)).convert("RGB")) for k, f in files.items()
+            if os.path.exists(os.path.join(folder, f))}
+
+
 def load_pictures() -> dict[str, np.ndarray]:
     """All training pictures as uint8 (H, W, 3) arrays, by name."""
-    pictures = {**_skimage_pictures(), **_sklearn_pictures()}
+    pictures = {**_skimage_pictures(), **_sklearn_pictures(), **_gradio_pictures()}
     assert not set(pictures) & set(HELD_OUT), "a held-out picture slipped into training"
     return pictures
 
@@ -98,8 +113,9 @@ def read_pictures(path: str | None) -> dict[str, np.ndarray]:
     of an .npz written by save_pictures (for a machine that lacks a package, e.g. scikit-learn)."""
     pictures = load_pictures()
     if path and os.path.exists(path):
-        with np.load(path) as data:
-            pictures.update({k: data[k] for k in data.files})
+        with np.load(path) as data:  # (H, W, 3) arrays, or a file's encoded bytes (1-D uint8: a JPEG stays small)
+            pictures.update({k: data[k] if data[k].ndim == 3 else np.asarray(PIL.Image.open(io.BytesIO(data[k].tobytes())).convert("RGB"))
+                             for k in data.files})
     assert not set(pictures) & set(HELD_OUT), "a held-out picture slipped into training"
     return pictures
 
@@ -114,8 +130,9 @@ def picture_bank(pictures: dict[str, np.ndarray], size: tuple[int, int], device)
     """Tiles of every picture, (P, 3, th, tw) in [0, 1] on `device`, th x tw = TILE_SCALE x the source
     size of clips of `size` (the model's (H, W)).
 
-    Per picture: the whole picture (cropped to the tile's aspect) and three crops of 60% of it, so
-    that the bank holds both full views and details."""
+    Per picture: the whole picture (cropped to the tile's aspect), three crops of 60% of it, and the
+    whole picture at half the tile's size, mirrored out to fill it: full views, details, and the
+    dense detail of a large photo brought down to the model's size (as guard prepares a photo)."""
     hs, ws = source_size(size)
     th, tw = int(hs * TILE_SCALE), int(ws * TILE_SCALE)
     tiles = []
@@ -128,6 +145,8 @@ def picture_bank(pictures: dict[str, np.ndarray], size: tuple[int, int], device)
             top, left = int((h - ch) * fy), int((w - cw) * fx)
             crop = x[..., top : top + int(ch), left : left + int(cw)]
             tiles.append(F.interpolate(crop, size=(th, tw), mode="bicubic", antialias=True, align_corners=False))
+        small = F.interpolate(tiles[-4], size=(th // 2, tw // 2), mode="bicubic", antialias=True, align_corners=False)
+        tiles.append(F.pad(small.clamp(0, 1), (tw // 4, tw - tw // 2 - tw // 4, th // 4, th - th // 2 - th // 4), mode="reflect"))
     return torch.cat(tiles).clamp(0, 1).to(device)
 
 
@@ -238,12 +257,15 @@ class ClipRenderer:
     """Renders batches of clips (B, F, 3, H, W) in [-1, 1] with their motion buckets (B,).
 
     size: the model's (height, width); speed scales with the width (MAX_SPEED is at width 256).
-    still: the share of clips drawn still (speed 0, bucket 0); flat and blurred pictures add to it."""
+    still: the share of clips drawn still (speed 0, bucket 0); flat and blurred pictures add to it.
+    photo_share: the share of clips drawn from the photos rather than the procedural textures (None:
+    every tile of the bank alike; the VAE stage draws more photos, train.py --vae-photo-share)."""
 
     def __init__(self, bank: torch.Tensor, size: tuple[int, int] = (192, 256), num_textures: int = 256, seed: int = 0,
-                 still: float = 0.1):
+                 still: float = 0.1, photo_share: float | None = None):
         self.device = bank.device
         self.still = still  # share of clips drawn at speed 0
+        self.photo_share = photo_share  # share of clips drawn from the photos (None: uniform over photos and textures)
         self.size = size
         self.src_size = source_size(size)
         self.px_scale = size[1] / 256
@@ -265,6 +287,10 @@ class ClipRenderer:
         position, flip) with hue rotation, saturation, tint, gain and gamma; 15% blurred."""
         dev = self.device
         idx = torch.randint(0, len(self.bank), (B,), generator=self.generator, device=dev)
+        if self.photo_share is not None:
+            P = len(self.photos)
+            photo = self._rand(B) < self.photo_share
+            idx = torch.where(photo, idx % P, P + idx % (len(self.bank) - P))
         tiles = self.bank[idx]
         scale = 0.6 + 0.4 * self._rand(B)  # crop size as a fraction of the tile
         centre = (self._rand(B, 2) * 2 - 1) * (1 - scale[:, None])

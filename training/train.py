@@ -181,6 +181,7 @@ def train_vae(args, cfg, renderer, vae, acc: Accelerator, log: Log, deadline: fl
         anchor.requires_grad_(False).eval()
     model, opt = acc.prepare(VAEStep(vae, args.vae_decoder_only, anchor), opt)
     clips = max(1, args.vae_batch // cfg.num_frames // acc.num_processes)
+    renderer.photo_share = args.vae_photo_share
 
     def save():
         rngs = acc.gather(renderer.generator.get_state().to(acc.device)[None]).cpu()
@@ -258,6 +259,8 @@ def main():
     p.add_argument("--vae-anchor", type=float, default=0.0, help="with --retrain-vae: weight of the squared distance "
                    "of the encoder's latents (scaled) from those of the --init's VAE, so that the UNet's latent space "
                    "moves little while the encoder learns to keep more of the picture")
+    p.add_argument("--vae-photo-share", type=float, default=None, help="share of the VAE's clips drawn from the photos "
+                   "(default: every tile of the bank alike, most of them procedural textures)")
     p.add_argument("--kl", type=float, default=1e-5, help="weight of the VAE's KL term (per latent element)")
     p.add_argument("--unet-steps", type=int, default=12000)
     p.add_argument("--batch", type=int, default=32, help="clips per UNet step, all processes")
@@ -365,6 +368,7 @@ def main():
     step = 0
     renderer.generator.manual_seed(args.seed * 1000 + 500 + acc.process_index)
     renderer.still = args.still_clips
+    renderer.photo_share = None
     frames_rng = torch.Generator().manual_seed(args.seed + 7)  # clip length per step, the same on every process
     if os.path.exists(path):
         state = torch.load(path, map_location=acc.device)
