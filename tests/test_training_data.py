@@ -1,8 +1,10 @@
 """The embedded model's training world (training/data.py): the picture decides what moves."""
 
+import io
 import os
 import sys
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -83,6 +85,11 @@ def test_photo_share_draws_photos_or_textures_as_asked():
         video, _ = r(16, 2)
         flat = video.flatten(3).std(3).flatten(1).amax(1) < 1e-3  # tone and tint change a flat picture, not its flatness
         assert bool(flat.all()) == photos and bool(flat.any()) == photos
+    # within the photos, and within the textures, every tile is drawn alike
+    idx = ClipRenderer(bank, SIZE, num_textures=4, seed=1, photo_share=0.5).tile_indices(70000)
+    share = torch.bincount(idx, minlength=7).float() / len(idx)
+    assert torch.allclose(share[:3], torch.full((3,), 0.5 / 3), atol=0.01)
+    assert torch.allclose(share[3:], torch.full((4,), 0.5 / 4), atol=0.01)
 
 
 def test_picture_bank_has_five_views_per_picture():
@@ -97,8 +104,6 @@ def test_picture_bank_has_five_views_per_picture():
 
 
 def test_extra_pictures_travel_as_small_jpegs_and_read_back(tmp_path):
-    import numpy as np
-
     from training.data import read_pictures
     from training.pictures import MAX_SIDE, decode, encode
 
@@ -113,10 +118,6 @@ def test_extra_pictures_travel_as_small_jpegs_and_read_back(tmp_path):
 
 
 def _npy_bytes(a):
-    import io
-
-    import numpy as np
-
     buf = io.BytesIO()
     np.save(buf, a)
     return buf.getvalue()

@@ -48,6 +48,14 @@ CONTRAST = (0.03, 0.09)  # local luminance std: below the first still, above the
 TILE_SCALE = 1.25  # bank tiles are this much larger than the source window, for crop/scale jitter
 
 
+def picture_array(file) -> np.ndarray:
+    """A picture file (a path or a file object) as uint8 (H, W, 3); a transparent one on white."""
+    img = PIL.Image.open(file)
+    if img.mode in ("RGBA", "LA", "P", "PA"):
+        img = PIL.Image.alpha_composite(PIL.Image.new("RGBA", img.size, (255, 255, 255, 255)), img.convert("RGBA"))
+    return np.asarray(img.convert("RGB"))
+
+
 def _skimage_pictures() -> dict[str, np.ndarray]:
     """The photographs and textures bundled in scikit-image's data folder (read as files)."""
     import skimage
@@ -65,11 +73,7 @@ def _skimage_pictures() -> dict[str, np.ndarray]:
         assert stem not in HELD_OUT, f"{stem} is held out for evaluation"
         path = os.path.join(folder, name)
         if os.path.exists(path):
-            img = PIL.Image.open(path)
-            if img.mode == "RGBA":  # horse, logo: on white
-                bg = PIL.Image.new("RGBA", img.size, (255, 255, 255, 255))
-                img = PIL.Image.alpha_composite(bg, img)
-            pictures[stem] = np.asarray(img.convert("RGB"))
+            pictures[stem] = picture_array(path)  # horse, logo: transparent, on white
     return pictures
 
 
@@ -91,8 +95,8 @@ def _gradio_pictures() -> dict[str, np.ndarray]:
     folder = os.path.dirname(gradio.__file__)
     files = {"cheetah": "media_assets/images/cheetah.jpg", "cheetah1": "media_assets/images/cheetah1.jpg",
              "cheetah2": "test_data/cheetah2.jpg", "lion": "media_assets/images/lion.jpg", "tower": "media_assets/images/tower.jpg"}
-    return {k: np.asarray(PIL.Image.open(os.path.join(folder, f)).convert("RGB")) for k, f in files.items()
-            if os.path.exists(os.path.join(folder, f))}
+    paths = {k: os.path.join(folder, f) for k, f in files.items()}
+    return {k: picture_array(path) for k, path in paths.items() if os.path.exists(path)}
 
 
 def load_pictures() -> dict[str, np.ndarray]:
@@ -114,8 +118,9 @@ def read_pictures(path: str | None) -> dict[str, np.ndarray]:
     pictures = load_pictures()
     if path and os.path.exists(path):
         with np.load(path) as data:  # (H, W, 3) arrays, or a file's encoded bytes (1-D uint8: a JPEG stays small)
-            pictures.update({k: data[k] if data[k].ndim == 3 else np.asarray(PIL.Image.open(io.BytesIO(data[k].tobytes())).convert("RGB"))
-                             for k in data.files})
+            for k in data.files:
+                a = data[k]  # each entry is read (and decompressed) once
+                pictures[k] = a if a.ndim == 3 else picture_array(io.BytesIO(a.tobytes()))
     assert not set(pictures) & set(HELD_OUT), "a held-out picture slipped into training"
     return pictures
 
@@ -282,16 +287,20 @@ class ClipRenderer:
     def _rand(self, *shape) -> torch.Tensor:
         return torch.rand(*shape, generator=self.generator, device=self.device)
 
+    def tile_indices(self, B: int) -> torch.Tensor:
+        """B indices into the bank: every tile alike, or (photo_share) a photo or a texture, then one of them evenly."""
+        if self.photo_share is None:
+            return torch.randint(0, len(self.bank), (B,), generator=self.generator, device=self.device)
+        P, T = len(self.photos), len(self.bank) - len(self.photos)
+        u = self._rand(B)  # in [0, 1): u * n is below n
+        photo = self._rand(B) < self.photo_share
+        return torch.where(photo, (u * P).long(), P + (u * T).long())
+
     def pictures(self, B: int) -> torch.Tensor:
         """B source pictures (B, 3, Hs, Ws) in [0, 1]: a random crop (60-100% of a tile, random
         position, flip) with hue rotation, saturation, tint, gain and gamma; 15% blurred."""
         dev = self.device
-        idx = torch.randint(0, len(self.bank), (B,), generator=self.generator, device=dev)
-        if self.photo_share is not None:
-            P = len(self.photos)
-            photo = self._rand(B) < self.photo_share
-            idx = torch.where(photo, idx % P, P + idx % (len(self.bank) - P))
-        tiles = self.bank[idx]
+        tiles = self.bank[self.tile_indices(B)]
         scale = 0.6 + 0.4 * self._rand(B)  # crop size as a fraction of the tile
         centre = (self._rand(B, 2) * 2 - 1) * (1 - scale[:, None])
         flip = torch.where(self._rand(B) < 0.5, -1.0, 1.0)

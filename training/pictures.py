@@ -34,7 +34,7 @@ import numpy as np
 import PIL.Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from training.data import HELD_OUT, _gradio_pictures, _sklearn_pictures  # noqa: E402
+from training.data import HELD_OUT, _gradio_pictures, _sklearn_pictures, picture_array  # noqa: E402
 
 CV = "opencv_python-5.0.0.93/opencv/samples/"
 PT = "pillow-13.0.0/Tests/images/"
@@ -86,12 +86,17 @@ MAX_SIDE = 768
 def fetch(archive: str, package: str, version: str, sha256: str, cache: str) -> str:
     path = os.path.join(cache, archive)
     if not os.path.exists(path):
-        with urllib.request.urlopen(f"https://pypi.org/pypi/{package}/{version}/json") as r:
-            url = next(u["url"] for u in json.load(r)["urls"] if u["filename"] == archive)
-        print(f"downloading {archive}", flush=True)
-        urllib.request.urlretrieve(url, path + ".part")
+        try:
+            with urllib.request.urlopen(f"https://pypi.org/pypi/{package}/{version}/json") as r:
+                url = next(u["url"] for u in json.load(r)["urls"] if u["filename"] == archive)
+            print(f"downloading {archive}", flush=True)
+            urllib.request.urlretrieve(url, path + ".part")
+        except (OSError, StopIteration) as e:  # no network, or PyPI no longer lists the file
+            raise SystemExit(f"could not fetch {archive} ({package} {version}) from PyPI: {e or 'not listed'}; "
+                             f"put the file in {cache} by hand and run again") from None
         os.replace(path + ".part", path)
-    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
     if digest != sha256:
         raise SystemExit(f"{archive}: sha256 {digest} is not the pinned {sha256}; delete it from {cache} and retry")
     return path
@@ -104,11 +109,7 @@ def decode(member: str, raw: bytes) -> np.ndarray:
     if member.endswith(".npy"):
         a = np.load(io.BytesIO(raw)).astype(np.uint8)
         return a if a.ndim == 3 else np.repeat(a[..., None], 3, 2)
-    img = PIL.Image.open(io.BytesIO(raw))
-    if img.mode in ("RGBA", "LA", "P", "PA"):
-        img = img.convert("RGBA")
-        img = PIL.Image.alpha_composite(PIL.Image.new("RGBA", img.size, (255, 255, 255, 255)), img)
-    return np.asarray(img.convert("RGB"))
+    return picture_array(io.BytesIO(raw))
 
 
 def encode(a: np.ndarray) -> np.ndarray:
