@@ -155,6 +155,29 @@ def picture_bank(pictures: dict[str, np.ndarray], size: tuple[int, int], device)
     return torch.cat(tiles).clamp(0, 1).to(device)
 
 
+def sharp_views(pictures: dict[str, np.ndarray], size: tuple[int, int], per_picture: int = 6, seed: int = 0) -> torch.Tensor:
+    """Views of every picture as guard prepares a photo for the model: (N, 3, Hs, Ws) uint8 at the
+    source size of clips of `size`, each resized once with Lanczos (PIL), so that a clip's frame 0
+    is the view's centre pixel for pixel, as sharp as a prepared photo. (The bank's tiles are resampled
+    twice on their way to a frame, bilinearly: softer than any prepared photo, which is what the VAE
+    was judged on.) Per picture: the whole picture filling the frame, then details at 0.7 and 0.5 of
+    its scale (never enlarged), at seeded positions; the margin is the picture mirrored out."""
+    (H, W), (Hs, Ws) = size, source_size(size)
+    rng = np.random.default_rng(seed)
+    views = []
+    for img in pictures.values():
+        h, w = img.shape[:2]
+        cover = min(h / H, w / W)  # picture pixels per frame pixel when the picture fills the frame
+        pad = int(math.ceil(max(Hs - H, Ws - W) / 2 * cover)) + 2
+        padded = PIL.Image.fromarray(np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="reflect"))
+        for i in range(per_picture):
+            d = max(min(1.0, cover), cover * (1.0, 1.0, 0.7, 0.7, 0.5, 0.5)[i % 6])
+            cy, cx = (h / 2, w / 2) if i == 0 else (rng.uniform(H * d / 2, h - H * d / 2), rng.uniform(W * d / 2, w - W * d / 2))
+            box = (pad + cx - Ws * d / 2, pad + cy - Hs * d / 2, pad + cx + Ws * d / 2, pad + cy + Hs * d / 2)
+            views.append(np.asarray(padded.resize((Ws, Hs), PIL.Image.Resampling.LANCZOS, box=box)))
+    return torch.from_numpy(np.stack(views)).permute(0, 3, 1, 2).contiguous()
+
+
 def procedural_textures(n: int, size: tuple[int, int], generator: torch.Generator, device) -> torch.Tensor:
     """n random textures (n, 3, h, w) in [0, 1]: multi-octave smooth noise through a random periodic
     colour map, some multiplied by stripes or checkers; the octaves kept vary, so that both flat
@@ -264,10 +287,13 @@ class ClipRenderer:
     size: the model's (height, width); speed scales with the width (MAX_SPEED is at width 256).
     still: the share of clips drawn still (speed 0, bucket 0); flat and blurred pictures add to it.
     photo_share: the share of clips drawn from the photos rather than the procedural textures (None:
-    every tile of the bank alike; the VAE stage draws more photos, train.py --vae-photo-share)."""
+    every tile of the bank alike; the VAE stage draws more photos, train.py --vae-photo-share).
+    views, sharp_share: sharp_views of the photos, and the share of clips drawn from them instead of
+    the bank (train.py --sharp-share)."""
 
     def __init__(self, bank: torch.Tensor, size: tuple[int, int] = (192, 256), num_textures: int = 256, seed: int = 0,
-                 still: float = 0.1, photo_share: float | None = None):
+                 still: float = 0.1, photo_share: float | None = None, views: torch.Tensor | None = None,
+                 sharp_share: float = 0.0):
         self.device = bank.device
         self.still = still  # share of clips drawn at speed 0
         self.photo_share = photo_share  # share of clips drawn from the photos (None: uniform over photos and textures)
@@ -276,6 +302,8 @@ class ClipRenderer:
         self.px_scale = size[1] / 256
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.photos = bank
+        self.views = None if views is None else views.to(self.device)
+        self.sharp_share = sharp_share
         self.num_textures = num_textures
         self.refresh_textures()
 
@@ -298,7 +326,8 @@ class ClipRenderer:
 
     def pictures(self, B: int) -> torch.Tensor:
         """B source pictures (B, 3, Hs, Ws) in [0, 1]: a random crop (60-100% of a tile, random
-        position, flip) with hue rotation, saturation, tint, gain and gamma; 15% blurred."""
+        position, flip), or (sharp_share) a sharp view as it is, flipped at random; then hue rotation,
+        saturation, tint, gain and gamma; 15% of the crops blurred."""
         dev = self.device
         tiles = self.bank[self.tile_indices(B)]
         scale = 0.6 + 0.4 * self._rand(B)  # crop size as a fraction of the tile
@@ -309,6 +338,12 @@ class ClipRenderer:
         theta[:, :, 2] = centre
         grid = F.affine_grid(theta, (B, 3, *self.src_size), align_corners=False)
         img = F.grid_sample(tiles, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        sharp = torch.zeros(B, dtype=torch.bool, device=dev)
+        if self.views is not None and self.sharp_share > 0:
+            sharp = self._rand(B) < self.sharp_share
+            view = self.views[(self._rand(B) * len(self.views)).long()].float().div(255)
+            view = torch.where(flip[:, None, None, None] < 0, view.flip(-1), view)
+            img = torch.where(sharp[:, None, None, None], view, img)
         # colour: rotate the hue and scale the saturation in the opponent plane, add a tint
         lum = img.mean(1, keepdim=True)
         c1, c2 = img[:, 0:1] - img[:, 1:2], (img[:, 0:1] + img[:, 1:2]) / 2 - img[:, 2:3]
@@ -323,7 +358,7 @@ class ClipRenderer:
         b = lum - 2 * d2 / 3
         img = torch.cat([r, g, b], 1)
         img = (img * (0.75 + 0.5 * self._rand(B, 1, 1, 1))).clamp(1e-3, 1) ** (0.75 + 0.5 * self._rand(B, 1, 1, 1))
-        blurred = self._rand(B) < 0.15
+        blurred = (self._rand(B) < 0.15) & ~sharp
         sigma = torch.where(blurred, 2.5 + 4 * self._rand(B), torch.zeros(B, device=dev))
         if blurred.any():
             img = torch.where(blurred[:, None, None, None], gaussian_blur(img, sigma.clamp_min(0.1)), img)

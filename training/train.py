@@ -36,7 +36,7 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from training.data import ClipRenderer, picture_bank, read_pictures  # noqa: E402
+from training.data import ClipRenderer, picture_bank, read_pictures, sharp_views  # noqa: E402
 from training.model import ModelConfig, build_image_encoder, build_unet, build_vae, count_params, grow_vae_state  # noqa: E402
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP, as SVD's feature_extractor
@@ -261,6 +261,8 @@ def main():
                    "moves little while the encoder learns to keep more of the picture")
     p.add_argument("--vae-photo-share", type=float, default=None, help="share of the VAE's clips drawn from the photos "
                    "(default: every tile of the bank alike, most of them procedural textures)")
+    p.add_argument("--sharp-share", type=float, default=0.0, help="share of clips (both stages) drawn from sharp views "
+                   "of the photos, resized once as guard prepares a photo, instead of the bank's twice-resampled crops")
     p.add_argument("--kl", type=float, default=1e-5, help="weight of the VAE's KL term (per latent element)")
     p.add_argument("--unet-steps", type=int, default=12000)
     p.add_argument("--batch", type=int, default=32, help="clips per UNet step, all processes")
@@ -301,7 +303,8 @@ def main():
         f"unet {count_params(unet) / 1e6:.2f}M image_encoder {count_params(image_encoder) / 1e6:.2f}M; "
         f"{acc.num_processes} process(es) on {torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}")
     size = (cfg.height, cfg.width)
-    renderer = ClipRenderer(picture_bank(pictures, size, acc.device), size, seed=args.seed * 1000 + acc.process_index)
+    renderer = ClipRenderer(picture_bank(pictures, size, acc.device), size, seed=args.seed * 1000 + acc.process_index,
+                            views=sharp_views(pictures, size, seed=args.seed) if args.sharp_share else None, sharp_share=args.sharp_share)
 
     if args.init and not os.path.exists(os.path.join(args.work, "unet.pt")) and acc.is_main_process:
         if os.path.exists(os.path.join(args.init, "model_index.json")):  # a shipped diffusers folder
