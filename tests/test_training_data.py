@@ -149,3 +149,12 @@ def test_sharp_views_are_prepared_photos_and_reach_frame_zero():
         f = r(32, 1)[0][:, 0]
         detail.append((f[..., 1:, :] - f[..., :-1, :]).abs().mean().item())
     assert detail[1] > 1.2 * detail[0]  # 1.34 on these random pixels; 1.0 if the views were ignored
+
+
+def test_validation_photos_are_training_photos_not_held_out():
+    # settings are chosen on these (training/evaluate.py --images validation), so they must never be held-out images
+    from training.data import load_pictures
+    from training.evaluate import EXAMPLES, VALIDATION
+
+    assert set(VALIDATION) <= set(load_pictures())
+    assert not set(VALIDATION) & (set(HELD_OUT) | set(EXAMPLES))

@@ -41,6 +41,9 @@ Sections (--only picks some; each prints its numbers as it goes):
            (a subprocess with OMP_NUM_THREADS set to that count; --model passed if not the default).
 At the end: issue 10's table with its floors and goals. --json writes every number, and each video's.
 
+Choosing a setting (--steps, --guidance) on the held-out images would tune the model to its own
+test: --images validation measures six training photos instead (VALIDATION), for that choice.
+
 Cost of a default run: 130 generations (5 images x (4 + 4 + 4 x 2 + 4 + 4 + 2), 10 of them at 12
 frames), 5 VAE round trips, and 3 generations plus one animate process per --threads count; it prints
 the count at the start and the time left as it goes. Measured on the 2-core development CPU, shared
@@ -73,6 +76,8 @@ from guard.targets import load_target  # noqa: E402
 from guard.targets.svd import is_temporal_self_attention  # noqa: E402
 
 EXAMPLES = ("astronaut", "chelsea", "coffee", "rocket")  # examples/*.png; never in the training data
+# training photos of the installed packages, for choosing sampler settings without looking at the held-out images
+VALIDATION = ("china", "flower", "cheetah", "lion", "tower", "motorcycle_left")
 BUCKETS = (0, 30, 64, 127, 180, 255)  # motion_bucket_id values of the sweep
 FRAMES_CHECK = 12  # the frame-count check: a length inside the 8-14 the model is trained on
 SECTIONS = ("floor", "motion", "oracles", "frames", "timing")
@@ -90,6 +95,15 @@ def held_out_images(target) -> dict[str, PIL.Image.Image]:
     paths = {name: os.path.join(ROOT, "examples", f"{name}.png") for name in EXAMPLES}
     paths["grace_hopper"] = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
     return {name: target.prepare_image(PIL.Image.open(path)) for name, path in paths.items()}
+
+
+def validation_images(target) -> dict[str, PIL.Image.Image]:
+    """Six training photos (scikit-learn's, gradio's, scikit-image's), prepared the same way: for
+    choosing settings (--images validation); they are not held out, so they judge no model."""
+    from training.data import load_pictures
+
+    pictures = load_pictures()
+    return {name: target.prepare_image(PIL.Image.fromarray(pictures[name])) for name in VALIDATION if name in pictures}
 
 
 def generate(target, image, seed: int, bucket: int, frames: int) -> np.ndarray:
@@ -389,6 +403,9 @@ def main():
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections, from {','.join(SECTIONS)}")
     p.add_argument("--guidance", default=None, help="MIN,MAX classifier-free guidance over the frames instead of "
                    "the model's own (guard_defaults.json; the pipeline's default is 1,3)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps instead of the model's own (guard_defaults.json)")
+    p.add_argument("--images", choices=("held-out", "validation"), default="held-out", help="the five held-out images "
+                   "(default), or six training photos to choose settings on (training/evaluate.py VALIDATION)")
     p.add_argument("--json", default=None, help="also write every number (and each video's) to this file")
     args = p.parse_args()
     sections = args.only.split(",")
@@ -402,7 +419,9 @@ def main():
     if args.guidance:
         low, high = (float(g) for g in args.guidance.split(","))
         target.guidance = {"min_guidance_scale": low, "max_guidance_scale": high}
-    images = held_out_images(target)
+    if args.steps:
+        target.num_inference_steps = args.steps
+    images = held_out_images(target) if args.images == "held-out" else validation_images(target)
     seeds = list(range(args.seeds))
     F = target.num_frames
     sweep_seeds, default = min(args.sweep_seeds, args.seeds), target.motion_bucket_id
@@ -417,7 +436,7 @@ def main():
     print(f"model {args.model}: {target.height}x{target.width} (H x W), {F} frames, {target.num_inference_steps} steps, "
           f"fps {target.fps}, default motion_bucket_id {target.motion_bucket_id}, noise_aug {target.noise_aug_strength}, "
           f"{target.vae.config.latent_channels} latent channels, guidance {target.guidance}")
-    print(f"held-out images: {', '.join(images)}; seeds {seeds} (torch.Generator().manual_seed(seed) per video); "
+    print(f"{args.images} images: {', '.join(images)}; seeds {seeds} (torch.Generator().manual_seed(seed) per video); "
           f"seeds {seeds[:sweep_seeds]} at the other buckets and the frame check; torch threads {torch.get_num_threads()}; sections {','.join(sections)}; {planned} generations planned")
     results = dict(model=args.model, height=target.height, width=target.width, num_frames=F,
                    num_inference_steps=target.num_inference_steps, default_bucket=target.motion_bucket_id,
