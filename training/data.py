@@ -158,10 +158,10 @@ def picture_bank(pictures: dict[str, np.ndarray], size: tuple[int, int], device)
 def sharp_views(pictures: dict[str, np.ndarray], size: tuple[int, int], per_picture: int = 6, seed: int = 0) -> torch.Tensor:
     """Views of every picture as guard prepares a photo for the model: (N, 3, Hs, Ws) uint8 at the
     source size of clips of `size`, each resized once with Lanczos (PIL), so that a clip's frame 0
-    is the view's centre pixel for pixel, as sharp as a prepared photo. (The bank's tiles are resampled
-    twice on their way to a frame, bilinearly: softer than any prepared photo, which is what the VAE
-    was judged on.) Per picture: the whole picture filling the frame, then details at 0.7 and 0.5 of
-    its scale (never enlarged), at seeded positions; the margin is the picture mirrored out."""
+    is the view's centre pixel for pixel, as sharp as a prepared photo. (The bank's tiles reach a
+    frame through two bilinear resamplings: softer than the prepared photos the model is judged on.)
+    Per picture: the whole picture filling the frame, then details at 0.7 and 0.5 of its scale
+    (never enlarged), at seeded positions; the margin is the picture mirrored out."""
     (H, W), (Hs, Ws) = size, source_size(size)
     rng = np.random.default_rng(seed)
     views = []
