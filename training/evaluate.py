@@ -103,7 +103,11 @@ def validation_images(target) -> dict[str, PIL.Image.Image]:
     from training.data import load_pictures
 
     pictures = load_pictures()
-    return {name: target.prepare_image(PIL.Image.fromarray(pictures[name])) for name in VALIDATION if name in pictures}
+    missing = [name for name in VALIDATION if name not in pictures]
+    if missing:  # a smaller set would quietly change what a setting is chosen on
+        raise SystemExit(f"evaluate.py: validation photos {', '.join(missing)} not found (they come with scikit-learn, "
+                         "gradio and scikit-image: pip install -r requirements-test.txt)")
+    return {name: target.prepare_image(PIL.Image.fromarray(pictures[name])) for name in VALIDATION}
 
 
 def generate(target, image, seed: int, bucket: int, frames: int) -> np.ndarray:
@@ -408,6 +412,8 @@ def main():
                    "(default), or six training photos to choose settings on (training/evaluate.py VALIDATION)")
     p.add_argument("--json", default=None, help="also write every number (and each video's) to this file")
     args = p.parse_args()
+    if args.steps is not None and args.steps < 1:
+        p.error(f"--steps must be at least 1, got {args.steps}")
     sections = args.only.split(",")
     threads = [int(t) for t in args.threads.split(",")]
     assert set(sections) <= set(SECTIONS), f"--only takes {SECTIONS}"
@@ -419,7 +425,7 @@ def main():
     if args.guidance:
         low, high = (float(g) for g in args.guidance.split(","))
         target.guidance = {"min_guidance_scale": low, "max_guidance_scale": high}
-    if args.steps:
+    if args.steps is not None:
         target.num_inference_steps = args.steps
     images = held_out_images(target) if args.images == "held-out" else validation_images(target)
     seeds = list(range(args.seeds))
