@@ -53,3 +53,19 @@ def test_the_two_copies_of_a_channel_can_learn_apart():
 def test_only_a_smaller_vae_of_the_same_kind_grows():
     with pytest.raises(AssertionError, match="not 2x"):
         grow_vae_state(_vae((32, 96, 96), 1), _vae((32, 64, 64), 1).state_dict())
+
+
+def test_latent_noise_is_new_every_frame_and_bounded_per_clip():
+    """train.py --latent-noise: the decoder sees each frame's latent with its own noise, at one level
+    per clip below the bound, and exactly the latent without the flag."""
+    from training.train import VAEStep
+
+    torch.manual_seed(0)
+    clips, frames = 64, 4
+    z = torch.randn(clips * frames, 4, 8, 8)
+    assert torch.equal(VAEStep(None).jitter(z, frames), z)
+    noise = (VAEStep(None, latent_noise=0.1).jitter(z, frames) - z).unflatten(0, (clips, frames))
+    std = noise.std(dim=(2, 3, 4))  # (clips, frames)
+    assert (std < 0.1 * 1.2).all() and std.max() > 0.08 and std.min() < 0.02  # levels spread over [0, 0.1)
+    assert ((std.max(1).values - std.min(1).values) / std.mean(1) < 0.25).all()  # one level per clip
+    assert (noise[:, 1:] - noise[:, :1]).abs().mean() > 0.5 * noise.abs().mean()  # drawn anew for every frame

@@ -131,17 +131,24 @@ class VAEStep(torch.nn.Module):
     reconstruction of the clip, and the decoding of frame 0's latent repeated over the frames; with an
     anchor (a frozen VAE), the mean squared distance of the latents from the anchor's."""
 
-    def __init__(self, vae, decoder_only: bool = False, anchor=None):
+    def __init__(self, vae, decoder_only: bool = False, anchor=None, latent_noise: float = 0.0):
         super().__init__()
-        self.vae, self.decoder_only, self.anchor = vae, decoder_only, anchor
+        self.vae, self.decoder_only, self.anchor, self.latent_noise = vae, decoder_only, anchor, latent_noise
+
+    def jitter(self, z: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """z plus Gaussian noise drawn anew for every frame, its std uniform in [0, latent_noise) per clip."""
+        if not self.latent_noise:
+            return z
+        level = self.latent_noise * torch.rand(z.shape[0] // num_frames, 1, 1, 1, device=z.device)
+        return z + level.repeat_interleave(num_frames, 0) * torch.randn_like(z)
 
     def forward(self, x: torch.Tensor, num_frames: int, still_clips: int = 2):
         with torch.set_grad_enabled(not self.decoder_only):
             posterior = self.vae.encode(x).latent_dist  # x: (B*F, 3, H, W)
         z = posterior.sample()
-        rec = self.vae.decode(z, num_frames=num_frames).sample
+        rec = self.vae.decode(self.jitter(z, num_frames), num_frames=num_frames).sample
         z0 = z.unflatten(0, (-1, num_frames))[:still_clips, :1].expand(-1, num_frames, -1, -1, -1).flatten(0, 1)
-        still = self.vae.decode(z0, num_frames=num_frames).sample.unflatten(0, (-1, num_frames))
+        still = self.vae.decode(self.jitter(z0, num_frames), num_frames=num_frames).sample.unflatten(0, (-1, num_frames))
         kl = posterior.kl().mean() / posterior.mean[0].numel()  # per latent element
         drift = torch.zeros((), device=x.device)
         if self.anchor is not None:
@@ -179,7 +186,8 @@ def train_vae(args, cfg, renderer, vae, acc: Accelerator, log: Log, deadline: fl
         anchor = build_vae(cfg).to(acc.device)
         load_vae_state(anchor, torch.load(ref_path, map_location=acc.device))
         anchor.requires_grad_(False).eval()
-    model, opt = acc.prepare(VAEStep(vae, args.vae_decoder_only, anchor), opt)
+    noise = args.latent_noise / (init_scaling or 1.0)  # in the encoder's own units
+    model, opt = acc.prepare(VAEStep(vae, args.vae_decoder_only, anchor, noise), opt)
     clips = max(1, args.vae_batch // cfg.num_frames // acc.num_processes)
     renderer.photo_share = args.vae_photo_share
 
@@ -251,6 +259,9 @@ def main():
                    "steps (fresh optimizer) instead of taking it as trained; the UNet then adapts to it")
     p.add_argument("--vae-decoder-only", action="store_true", help="train only the VAE's (temporal) decoder: the "
                    "latents, and so a trained UNet, stay valid")
+    p.add_argument("--latent-noise", type=float, default=0.0, help="the decoder learns to decode latents with "
+                   "per-frame Gaussian noise (std up to this, in the UNet's scaled units) as the clean clip: a generated "
+                   "video's latents are never exact, and a decoder that turns their errors into motion makes flicker")
     p.add_argument("--still-worst", type=float, default=0.0, help="weight of the still video's worst frame (its mean "
                    "difference from the still video's frame 0): the temporal decoder's edge frames stray most")
     p.add_argument("--vae-channels", default=None, help="VAE widths per level, e.g. 32,64,256,256 (default: the "
