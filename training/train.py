@@ -260,7 +260,7 @@ def main():
     p.add_argument("--vae-decoder-only", action="store_true", help="train only the VAE's (temporal) decoder: the "
                    "latents, and so a trained UNet, stay valid")
     p.add_argument("--latent-noise", type=float, default=0.0, help="the decoder learns to decode latents with "
-                   "per-frame Gaussian noise (std up to this, in the UNet's scaled units) as the clean clip: a generated "
+                   "per-frame Gaussian noise (std up to this, in the UNet's scaled units; a VAE trained from scratch: its own) as the clean clip: a generated "
                    "video's latents are never exact, and a decoder that turns their errors into motion makes flicker")
     p.add_argument("--still-worst", type=float, default=0.0, help="weight of the still video's worst frame (its mean "
                    "difference from the still video's frame 0): the temporal decoder's edge frames stray most")
@@ -292,6 +292,10 @@ def main():
     args = p.parse_args()
     if args.retrain_vae and not args.init:
         p.error("--retrain-vae trains the VAE of --init on: name the export or folder with --init")
+    if args.latent_noise < 0:
+        p.error(f"--latent-noise is a standard deviation: it cannot be negative, got {args.latent_noise}")
+    if args.latent_noise and args.init and not args.retrain_vae:
+        p.error("--latent-noise trains the VAE's decoder, but --init's VAE is taken as trained: add --retrain-vae")
     if args.vae_anchor and not args.retrain_vae:
         p.error("--vae-anchor keeps a retrained VAE near the VAE of --init: use it with --init and --retrain-vae")
 
