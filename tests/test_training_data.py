@@ -5,6 +5,7 @@ import os
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -158,3 +159,16 @@ def test_validation_photos_are_training_photos_not_held_out():
 
     assert set(VALIDATION) <= set(load_pictures())
     assert not set(VALIDATION) & (set(HELD_OUT) | set(EXAMPLES))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "0"], "--steps must be at least 1, got 0"),
+    (["--guidance", "2,1"], "--guidance MIN,MAX must have MIN <= MAX"),
+    (["--guidance", "2"], "--guidance takes two numbers, MIN,MAX, got '2'"),
+])
+def test_evaluate_refuses_bad_settings_in_one_line(args, message):
+    import subprocess
+
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training", "evaluate.py")
+    done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr

@@ -412,6 +412,13 @@ def main():
                    "(default), or six training photos to choose settings on (training/evaluate.py VALIDATION)")
     p.add_argument("--json", default=None, help="also write every number (and each video's) to this file")
     args = p.parse_args()
+    if args.guidance:
+        try:
+            low, high = (float(g) for g in args.guidance.split(","))
+        except ValueError:
+            p.error(f"--guidance takes two numbers, MIN,MAX, got {args.guidance!r}")
+        if low > high:  # the pipeline guides only when MAX > 1, rising from MIN at frame 0 to MAX at the last
+            p.error(f"--guidance MIN,MAX must have MIN <= MAX (the pipeline's guidance rises over the frames), got {args.guidance}")
     if args.steps is not None and args.steps < 1:
         p.error(f"--steps must be at least 1, got {args.steps}")
     sections = args.only.split(",")
