@@ -412,11 +412,13 @@ def main():
                    "(default), or six training photos to choose settings on (training/evaluate.py VALIDATION)")
     p.add_argument("--json", default=None, help="also write every number (and each video's) to this file")
     args = p.parse_args()
+    guidance = None
     if args.guidance:
         try:
             low, high = (float(g) for g in args.guidance.split(","))
         except ValueError:
             p.error(f"--guidance takes two numbers, MIN,MAX, got {args.guidance!r}")
+        guidance = {"min_guidance_scale": low, "max_guidance_scale": high}
         if low > high:  # the pipeline guides only when MAX > 1, rising from MIN at frame 0 to MAX at the last
             p.error(f"--guidance MIN,MAX must have MIN <= MAX (the pipeline's guidance rises over the frames), got {args.guidance}")
     if args.steps is not None and args.steps < 1:
@@ -429,9 +431,8 @@ def main():
     start = time.perf_counter()
 
     target = load_target(args.model)
-    if args.guidance:
-        low, high = (float(g) for g in args.guidance.split(","))
-        target.guidance = {"min_guidance_scale": low, "max_guidance_scale": high}
+    if guidance:
+        target.guidance = guidance
     if args.steps is not None:
         target.num_inference_steps = args.steps
     images = held_out_images(target) if args.images == "held-out" else validation_images(target)

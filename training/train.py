@@ -260,8 +260,9 @@ def main():
     p.add_argument("--vae-decoder-only", action="store_true", help="train only the VAE's (temporal) decoder: the "
                    "latents, and so a trained UNet, stay valid")
     p.add_argument("--latent-noise", type=float, default=0.0, help="the decoder learns to decode latents with "
-                   "per-frame Gaussian noise (std up to this, in the UNet's scaled units; a VAE trained from scratch: its own) as the clean clip: a generated "
-                   "video's latents are never exact, and a decoder that turns their errors into motion makes flicker")
+                   "per-frame Gaussian noise (std up to this, in the UNet's scaled units; a VAE trained from scratch: "
+                   "its own) as the clean clip: a generated video's latents are never exact, and a decoder that turns "
+                   "their errors into motion makes flicker")
     p.add_argument("--still-worst", type=float, default=0.0, help="weight of the still video's worst frame (its mean "
                    "difference from the still video's frame 0): the temporal decoder's edge frames stray most")
     p.add_argument("--vae-channels", default=None, help="VAE widths per level, e.g. 32,64,256,256 (default: the "
