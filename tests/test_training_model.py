@@ -69,3 +69,24 @@ def test_latent_noise_is_new_every_frame_and_bounded_per_clip():
     assert (std < 0.1 * 1.2).all() and std.max() > 0.08 and std.min() < 0.02  # levels spread over [0, 0.1)
     assert ((std.max(1).values - std.min(1).values) / std.mean(1) < 0.25).all()  # one level per clip
     assert (noise[:, 1:] - noise[:, :1]).abs().mean() > 0.5 * noise.abs().mean()  # drawn anew for every frame
+
+
+def test_first_frame_weights_reach_frame_0_alone():
+    """train.py --first-frame / --vae-first-frame: an error in frame 0 costs more with the weight, an
+    error in any other frame costs the same."""
+    from training.train import denoising_loss, first_frame_error
+
+    B, F = 3, 5
+    weight, bucket = torch.full((B, 1, 1, 1, 1), 2.0), torch.tensor([0, 60, 127])
+    for frame in range(F):
+        err = torch.zeros(B, F, 4, 8, 8)
+        err[:, frame] = 0.5
+        base = denoising_loss(err, weight, bucket)
+        extra = denoising_loss(err, weight, bucket, first_frame=3.0) - base
+        assert base > 0 and torch.isclose(extra, torch.tensor(3.0 * 2 * 0.25 if frame == 0 else 0.0))
+        rec = torch.zeros(B * F, 3, 8, 8)
+        x = err[:, :, :3].flatten(0, 1)
+        assert torch.isclose(first_frame_error(rec, x, F), torch.tensor(0.5 + 0.25 if frame == 0 else 0.0))
+    still_only = torch.randn(B, F, 4, 8, 8)  # the still term: frame-to-frame error on bucket-0 clips only
+    assert torch.isclose(denoising_loss(still_only, weight, bucket, still_td=1.0) - denoising_loss(still_only, weight, bucket),
+                         (weight[:1] * (still_only[:1] - still_only[:1].mean(1, keepdim=True)).square()).sum() / still_only.numel())

@@ -81,6 +81,27 @@ def image_gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (dy(a) - dy(b)).abs().mean() + (dx(a) - dx(b)).abs().mean()
 
 
+def first_frame_error(rec: torch.Tensor, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """L1 + MSE of each clip's frame 0 alone; rec and x are (clips * num_frames, 3, H, W)."""
+    d = (rec - x).unflatten(0, (-1, num_frames))[:, 0]
+    return d.abs().mean() + d.square().mean()
+
+
+def denoising_loss(err: torch.Tensor, weight: torch.Tensor, bucket: torch.Tensor, still_td: float = 0.0,
+                   first_frame: float = 0.0) -> torch.Tensor:
+    """The UNet's loss on err = x0_pred - x0 (B, F, C, h, w): the EDM-weighted squared error, plus
+    `still_td` times that of the frame-to-frame part of the error on still clips (bucket 0: what
+    changes across their frames is flicker), plus `first_frame` times that of frame 0 alone (the frame
+    that must be the input)."""
+    loss = (weight * err.square()).mean()
+    if still_td:
+        still = (bucket == 0).float()[:, None, None, None, None]
+        loss = loss + still_td * (weight * still * (err - err.mean(1, keepdim=True)).square()).mean()
+    if first_frame:
+        loss = loss + first_frame * (weight * err[:, :1].square()).mean()
+    return loss
+
+
 def save_state(path: str, state: dict) -> None:
     torch.save(state, path + ".tmp")
     os.replace(path + ".tmp", path)
@@ -217,6 +238,8 @@ def train_vae(args, cfg, renderer, vae, acc: Accelerator, log: Log, deadline: fl
         worst = (still[:, 1:] - still[:, :1]).abs().mean((0, 2, 3, 4)).max()  # the frame that strays most (the edges)
         loss = (l1 + mse + 0.5 * image_gradient_l1(rec, x) + args.still_weight * static + args.still_worst * worst
                 + args.kl * kl + args.vae_anchor * drift * (init_scaling or 1.0) ** 2)
+        if args.vae_first_frame:  # frame 0 is the one compared with the input photo
+            loss = loss + args.vae_first_frame * first_frame_error(rec, x, F_)
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
         acc.clip_grad_norm_(model.parameters(), 1.0)
@@ -263,6 +286,8 @@ def main():
                    "per-frame Gaussian noise (std up to this, in the UNet's scaled units; a VAE trained from scratch: "
                    "its own) as the clean clip: a generated video's latents are never exact, and a decoder that turns "
                    "their errors into motion makes flicker")
+    p.add_argument("--vae-first-frame", type=float, default=0.0, help="extra weight on the reconstruction of each "
+                   "clip's frame 0 (L1 + MSE): the decoder's frame 0 takes in its moving neighbours")
     p.add_argument("--still-worst", type=float, default=0.0, help="weight of the still video's worst frame (its mean "
                    "difference from the still video's frame 0): the temporal decoder's edge frames stray most")
     p.add_argument("--vae-channels", default=None, help="VAE widths per level, e.g. 32,64,256,256 (default: the "
@@ -282,6 +307,8 @@ def main():
     p.add_argument("--still-clips", type=float, default=0.1, help="share of UNet clips drawn still (bucket 0)")
     p.add_argument("--still-td", type=float, default=0.0, help="extra weight on the frame-to-frame part of the error "
                    "on still clips (bucket 0): the flicker a still video must not have")
+    p.add_argument("--first-frame", type=float, default=0.0, help="extra weight on frame 0's denoising error (UNet): "
+                   "the frame the pipeline should return as the input photo")
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--save-every", type=float, default=120.0, help="seconds between checkpoints")
@@ -297,6 +324,9 @@ def main():
         p.error(f"--latent-noise is a standard deviation: it cannot be negative, got {args.latent_noise}")
     if args.latent_noise and args.init and not args.retrain_vae:
         p.error("--latent-noise trains the VAE's decoder, but --init's VAE is taken as trained: add --retrain-vae")
+    for name in ("first_frame", "vae_first_frame"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')} is a loss weight: it cannot be negative, got {getattr(args, name)}")
     if args.vae_anchor and not args.retrain_vae:
         p.error("--vae-anchor keeps a retrained VAE near the VAE of --init: use it with --init and --retrain-vae")
 
@@ -448,11 +478,7 @@ def main():
                          added_time_ids=added_time_ids).sample.float()
         x0_pred = out * (-s / torch.sqrt(s**2 + 1)) + noisy / (s**2 + 1)  # SVD's v-prediction
         weight = (s**2 + 1) / s**2  # EDM weighting = unit-variance v loss
-        err = x0_pred - x0
-        loss = (weight * err.square()).mean()
-        if args.still_td:  # a still clip's x0 is the same in every frame: what changes across frames is flicker
-            still = (bucket == 0).float()[:, None, None, None, None]
-            loss = loss + args.still_td * (weight * still * (err - err.mean(1, keepdim=True)).square()).mean()
+        loss = denoising_loss(x0_pred - x0, weight, bucket, args.still_td, args.first_frame)
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
         acc.clip_grad_norm_(params, 1.0)
