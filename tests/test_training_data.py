@@ -172,3 +172,19 @@ def test_evaluate_refuses_bad_settings_in_one_line(args, message):
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training", "evaluate.py")
     done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--latent-noise", "-0.1"], "--latent-noise is a standard deviation: it cannot be negative"),
+    (["--first-frame", "-1"], "--first-frame is a loss weight: it cannot be negative"),
+    (["--vae-first-frame", "-2"], "--vae-first-frame is a loss weight: it cannot be negative"),
+    (["--retrain-vae"], "--retrain-vae trains the VAE of --init"),
+])
+def test_train_refuses_bad_settings_in_one_line(args, message, tmp_path):
+    import subprocess
+
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training", "train.py")
+    done = subprocess.run([sys.executable, script, "--work", str(tmp_path / "w"), *args], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "w").exists()  # refused before anything is written
