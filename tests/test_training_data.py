@@ -161,17 +161,22 @@ def test_validation_photos_are_training_photos_not_held_out():
     assert not set(VALIDATION) & (set(HELD_OUT) | set(EXAMPLES))
 
 
+def _assert_refused(script: str, args: list, message: str) -> None:
+    """training/SCRIPT with ARGS exits with argparse's status 2 and MESSAGE, without a traceback."""
+    import subprocess
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training", script)
+    done = subprocess.run([sys.executable, path, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--steps", "0"], "--steps must be at least 1, got 0"),
     (["--guidance", "2,1"], "--guidance MIN,MAX must have MIN <= MAX"),
     (["--guidance", "2"], "--guidance takes two numbers, MIN,MAX, got '2'"),
 ])
 def test_evaluate_refuses_bad_settings_in_one_line(args, message):
-    import subprocess
-
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training", "evaluate.py")
-    done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    _assert_refused("evaluate.py", args, message)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -181,10 +186,5 @@ def test_evaluate_refuses_bad_settings_in_one_line(args, message):
     (["--retrain-vae"], "--retrain-vae trains the VAE of --init"),
 ])
 def test_train_refuses_bad_settings_in_one_line(args, message, tmp_path):
-    import subprocess
-
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training", "train.py")
-    done = subprocess.run([sys.executable, script, "--work", str(tmp_path / "w"), *args], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    _assert_refused("train.py", ["--work", str(tmp_path / "w"), *args], message)
     assert not (tmp_path / "w").exists()  # refused before anything is written

@@ -320,13 +320,12 @@ def main():
     args = p.parse_args()
     if args.retrain_vae and not args.init:
         p.error("--retrain-vae trains the VAE of --init on: name the export or folder with --init")
-    if args.latent_noise < 0:
-        p.error(f"--latent-noise is a standard deviation: it cannot be negative, got {args.latent_noise}")
+    for name, what in (("latent_noise", "a standard deviation"), ("first_frame", "a loss weight"),
+                       ("vae_first_frame", "a loss weight")):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')} is {what}: it cannot be negative, got {getattr(args, name)}")
     if args.latent_noise and args.init and not args.retrain_vae:
         p.error("--latent-noise trains the VAE's decoder, but --init's VAE is taken as trained: add --retrain-vae")
-    for name in ("first_frame", "vae_first_frame"):
-        if getattr(args, name) < 0:
-            p.error(f"--{name.replace('_', '-')} is a loss weight: it cannot be negative, got {getattr(args, name)}")
     if args.vae_anchor and not args.retrain_vae:
         p.error("--vae-anchor keeps a retrained VAE near the VAE of --init: use it with --init and --retrain-vae")
 
