@@ -86,7 +86,7 @@ def test_first_frame_weights_reach_frame_0_alone():
         assert base > 0 and torch.isclose(extra, torch.tensor(3.0 * 2 * 0.25 if frame == 0 else 0.0))
         rec = torch.zeros(B * F, 3, 8, 8)
         x = err[:, :, :3].flatten(0, 1)
-        assert torch.isclose(first_frame_error(rec, x, F), torch.tensor(0.5 + 0.25 if frame == 0 else 0.0))
+        assert torch.isclose(first_frame_error(rec - x, F), torch.tensor(0.5 + 0.25 if frame == 0 else 0.0))
     still_only = torch.randn(B, F, 4, 8, 8)  # the still term: frame-to-frame error on bucket-0 clips only
     assert torch.isclose(denoising_loss(still_only, weight, bucket, still_td=1.0) - denoising_loss(still_only, weight, bucket),
                          (weight[:1] * (still_only[:1] - still_only[:1].mean(1, keepdim=True)).square()).sum() / still_only.numel())

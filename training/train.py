@@ -81,9 +81,9 @@ def image_gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (dy(a) - dy(b)).abs().mean() + (dx(a) - dx(b)).abs().mean()
 
 
-def first_frame_error(rec: torch.Tensor, x: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """L1 + MSE of each clip's frame 0 alone; rec and x are (clips * num_frames, 3, H, W)."""
-    d = (rec - x).unflatten(0, (-1, num_frames))[:, 0]
+def first_frame_error(diff: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """L1 + MSE of each clip's frame 0 alone; diff = reconstruction - clip, (clips * num_frames, 3, H, W)."""
+    d = diff.unflatten(0, (-1, num_frames))[:, 0]
     return d.abs().mean() + d.square().mean()
 
 
@@ -232,14 +232,15 @@ def train_vae(args, cfg, renderer, vae, acc: Accelerator, log: Log, deadline: fl
             rec, still, kl, drift = model(x, F_)
         rec, still = rec.float(), still.float()
         frame0 = x.unflatten(0, (clips, F_))[: still.shape[0], :1]  # a still video decodes still, as frame 0
-        l1 = (rec - x).abs().mean()
-        mse = (rec - x).square().mean()
+        diff = rec - x
+        l1 = diff.abs().mean()
+        mse = diff.square().mean()
         static = (still - frame0).abs().mean() + (still[:, 1:] - still[:, :1]).abs().mean()
         worst = (still[:, 1:] - still[:, :1]).abs().mean((0, 2, 3, 4)).max()  # the frame that strays most (the edges)
         loss = (l1 + mse + 0.5 * image_gradient_l1(rec, x) + args.still_weight * static + args.still_worst * worst
                 + args.kl * kl + args.vae_anchor * drift * (init_scaling or 1.0) ** 2)
         if args.vae_first_frame:  # frame 0 is the one compared with the input photo
-            loss = loss + args.vae_first_frame * first_frame_error(rec, x, F_)
+            loss = loss + args.vae_first_frame * first_frame_error(diff, F_)
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
         acc.clip_grad_norm_(model.parameters(), 1.0)
