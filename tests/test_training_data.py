@@ -184,6 +184,9 @@ def test_evaluate_refuses_bad_settings_in_one_line(args, message):
     (["--first-frame", "-1"], "--first-frame is a loss weight: it cannot be negative"),
     (["--vae-first-frame", "-2"], "--vae-first-frame is a loss weight: it cannot be negative"),
     (["--retrain-vae"], "--retrain-vae trains the VAE of --init"),
+    (["--init", "x", "--latent-noise", "0.1"], "--latent-noise trains the VAE's decoder, but --init's VAE is taken as trained"),
+    (["--init", "x", "--vae-first-frame", "2"], "--vae-first-frame trains the VAE's decoder, but --init's VAE is taken as trained"),
+    (["--init", "x", "--still-worst", "10"], "--still-worst trains the VAE's decoder, but --init's VAE is taken as trained"),
 ])
 def test_train_refuses_bad_settings_in_one_line(args, message, tmp_path):
     _assert_refused("train.py", ["--work", str(tmp_path / "w"), *args], message)

@@ -325,8 +325,10 @@ def main():
                        ("vae_first_frame", "a loss weight")):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} is {what}: it cannot be negative, got {getattr(args, name)}")
-    if args.latent_noise and args.init and not args.retrain_vae:
-        p.error("--latent-noise trains the VAE's decoder, but --init's VAE is taken as trained: add --retrain-vae")
+    for name in ("latent_noise", "vae_first_frame", "still_worst"):  # VAE-stage terms: a trained --init skips that stage
+        if getattr(args, name) and args.init and not args.retrain_vae:
+            flag = "--" + name.replace("_", "-")
+            p.error(f"{flag} trains the VAE's decoder, but --init's VAE is taken as trained: add --retrain-vae")
     if args.vae_anchor and not args.retrain_vae:
         p.error("--vae-anchor keeps a retrained VAE near the VAE of --init: use it with --init and --retrain-vae")
 
