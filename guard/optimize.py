@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .resize import KINDS, Resampler, View, draw_view
-from .targets.base import Target
+from .targets.base import Target, photo_of, with_photo
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,8 @@ class Protection:
     settings: dict  # method parameters + PGD config + model
     history: dict[str, list[float]] = field(default_factory=dict)  # loss terms per step
     seconds: float = 0.0  # wall time of the protection (setup included)
+    setup_seconds: float = 0.0  # the method's setup (clean references), every view kind's included
+    step_seconds: list[float] = field(default_factory=list)  # wall time of each PGD step (the first warms up)
 
     def perturbation(self) -> np.ndarray:
         """guarded - original in 8-bit levels, int16 (H, W, 3)."""
@@ -130,6 +132,8 @@ class Transform:
     left: float = 0.0
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if photo_of(x) is not x:  # the photo behind a working-size image goes through the same change
+            return with_photo(self(x.view_as(x)), self(photo_of(x)))  # view_as: the same image, unmarked
         shape = x.shape
         x = x.reshape(-1, *shape[-3:])
         h, w = shape[-2:]
@@ -177,19 +181,27 @@ def quantize(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> np.ndarray:
 def setup_views(target: Target, x: torch.Tensor, method, config: PGDConfig, generator: torch.Generator) -> dict:
     """`method` set up for the first view kind, and a set-up copy of it for each other kind: their
     references (static video, clean video, clean maps) are those of the clean photo as that kind shows
-    it to the model, at scale 1. Kinds that show the photo alike (a photo of the model's aspect) share
-    one. A scale change only resamples the same picture, so a scaled view keeps its kind's references."""
+    it to the model, at scale 1. Kinds that show the photo alike (a photo of the model's aspect, where
+    the crop is the whole photo) share one. A scale change only resamples the same picture, so a scaled view keeps its kind's references."""
     size, working = (x.shape[-1], x.shape[-2]), (target.width, target.height)
     methods, done = {}, []
     with torch.no_grad():
         for kind in config.views:
-            clean = Resampler(View(kind), size, working, x.device)(x)
-            methods[kind] = next((m for other, m in done if torch.equal(other, clean)), None)
+            clean = view_of(View(kind), x, working)
+            methods[kind] = next((m for other, m in done if torch.equal(other, clean)
+                                  and photo_of(other).shape == photo_of(clean).shape), None)
             if methods[kind] is None:
                 methods[kind] = copy.copy(method) if done else method
                 methods[kind].setup(target, clean, generator)
                 done.append((clean, methods[kind]))
     return methods
+
+
+def view_of(view: View, x: torch.Tensor, working: tuple[int, int]) -> torch.Tensor:
+    """The full-size photo x (1, 3, H, W) as `view` shows it to the model: at the working size (w, h),
+    marked with the photo the pipeline is handed (`View.photo`), differentiably."""
+    resampler = Resampler(view, (x.shape[-1], x.shape[-2]), working, x.device)
+    return with_photo(resampler(x), view.photo(x, working))
 
 
 def protect(target: Target, image: PIL.Image.Image, method, config: PGDConfig | None = None,
@@ -216,6 +228,7 @@ def protect(target: Target, image: PIL.Image.Image, method, config: PGDConfig | 
     size, working = original.size, (target.width, target.height)
 
     history: dict[str, list[float]] = {}
+    step_seconds, setup_seconds = [], 0.0
     if not method.uses_gradient:  # a control: a random point of the ball, nothing optimised
         x_adv = method.perturb(x, eps, generator)
     else:
@@ -224,6 +237,7 @@ def protect(target: Target, image: PIL.Image.Image, method, config: PGDConfig | 
             method.setup(target, x, generator)
         else:
             methods = setup_views(target, x, method, config, generator)
+        setup_seconds = _elapsed(start, target)
         if config.random_start:
             u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x_adv = (x + (2 * u - 1) * eps).clamp(0, 1)
@@ -235,7 +249,7 @@ def protect(target: Target, image: PIL.Image.Image, method, config: PGDConfig | 
                 step_method, x_in = method, x_adv
             else:  # the photo as one way of feeding it to the model shows it, at the working size
                 view = draw_view(generator, config.views, config.scales)
-                step_method, x_in = methods[view.kind], Resampler(view, size, working, x.device)(x_adv)
+                step_method, x_in = methods[view.kind], view_of(view, x_adv, working)
             transform = random_transform(generator) if config.robust else None
             terms = step_method.loss(target, x_in, generator, transform)
             (grad,) = torch.autograd.grad(terms["loss"], x_adv)
@@ -249,6 +263,7 @@ def protect(target: Target, image: PIL.Image.Image, method, config: PGDConfig | 
                 x_adv = delta.add_(x).clamp_(0, 1)
             for k, v in values.items():
                 history.setdefault(k, []).append(v)
+            step_seconds.append(_elapsed(start, target) - setup_seconds - sum(step_seconds))
             if callback is not None:
                 callback(step + 1, config.steps, values)
         for step_method in {id(m): m for m in methods.values()}.values():
@@ -258,7 +273,14 @@ def protect(target: Target, image: PIL.Image.Image, method, config: PGDConfig | 
         guarded.info["icc_profile"] = image.info["icc_profile"]
     settings = dict(model=getattr(target, "name", target.family), **method.settings(), **asdict(config),
                     step_size_used=alpha, size=list(original.size), working=list(working))
-    seconds = time.perf_counter() - start
+    seconds = _elapsed(start, target)
     logger.info("%s: %d steps in %.1f s", method.name, config.steps if method.uses_gradient else 0, seconds)
     return Protection(image=guarded, original=original, method=method.name, settings=settings,
-                      history=history, seconds=seconds)
+                      history=history, seconds=seconds, setup_seconds=setup_seconds, step_seconds=step_seconds)
+
+
+def _elapsed(start: float, target: Target) -> float:
+    """Seconds since `start`, after the target's GPU work queued so far has finished."""
+    if target.device.type == "cuda":
+        torch.cuda.synchronize(target.device)
+    return time.perf_counter() - start

@@ -112,6 +112,17 @@ class View:
         if not 0.25 <= self.scale <= 4.0:
             raise ValueError(f"scale must be in [0.25, 4], got {self.scale}")
 
+    def photo(self, x: torch.Tensor, working: tuple[int, int]) -> torch.Tensor:
+        """What the animator hands the pipeline in this view, from a full-size photo (..., 3, H, W): the
+        whole photo ("pipeline") or its center crop to the aspect of `working` (w, h) ("crop"), before
+        the pipeline's own resize; a slice of `x`, no copy. SVD's CLIP branch reads it as the pipeline
+        does (`guard.targets.base.with_photo`). The change of scale is left out: a photo resized by
+        0.9-1.1x shows the same picture to CLIP's 224-pixel view."""
+        if self.kind == "pipeline":
+            return x
+        left, top, right, bottom = center_crop_box(x.shape[-1], x.shape[-2], *working)
+        return x[..., top:bottom, left:right]
+
     def matrices(self, size: tuple[int, int], working: tuple[int, int]) -> tuple[scipy.sparse.csr_matrix, ...]:
         """(rows (h, H), cols (w, W)) for a photo of size (W, H) and a working size (w, h), PIL order."""
         (width, height), (out_w, out_h) = size, working

@@ -45,6 +45,22 @@ class Video:
     settings: dict = field(default_factory=dict)
 
 
+def with_photo(image: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
+    """Mark a working-size image (B, 3, h, w) with the photo it was resized from (B, 3, H, W), both
+    in [0, 1]: what an animator hands the pipeline before its own resize. A family whose pipeline
+    reads the photo as given (SVD's CLIP branch resizes the photo itself to 224) reads it through
+    `photo_of`; every other use of the image is the working-size tensor itself. Returns `image`."""
+    image.guard_photo = photo
+    return image
+
+
+def photo_of(image: torch.Tensor) -> torch.Tensor:
+    """The photo a working-size image was made from (`with_photo`), or the image itself when it was
+    handed to the pipeline at the working size (a center-cropped photo, a transformed or clean
+    reference without a mark)."""
+    return getattr(image, "guard_photo", image)
+
+
 class StopForward(Exception):
     """Raised by `AttentionStore.add` once every attention layer a loss reads has run in a denoiser call
     made with `maps_only=True`; `denoise` catches it (the rest of the forward is never computed)."""
