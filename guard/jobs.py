@@ -161,21 +161,34 @@ class Result:
     protection: Protection | None = None
 
 
-def protect_and_animate(target: Target, photo: PIL.Image.Image, job: Job, video_seed: int,
+def protect_and_animate(target: Target, photo: PIL.Image.Image, job: Job, video_seed: int | None,
                         options: VideoOptions | None = None, on_step=None, on_video=None) -> Result:
     """Guard `photo`, make the control, animate the original, the guarded photo and the control with
-    `video_seed`, and judge. `on_step` is `protect`'s callback; `on_video(role)` returns the
-    callback(step, steps) of the video of that role ("original", "guarded", "control"), or None.
-    The control is left out when the method is the control itself."""
+    `video_seed` (None: no videos, the photos alone are measured), and judge. `on_step` is `protect`'s
+    callback; `on_video(role)` returns the callback(step, steps) of the video of that role ("original",
+    "guarded", "control"), or None. The control is left out when the method is the control itself."""
     protection = protect_photo(target, photo, job, callback=on_step)
     pictures = {"original": np.asarray(protection.original), "guarded": np.asarray(protection.image)}
     if job.method != CONTROL:
         pictures["control"] = np.asarray(protect_photo(target, photo, control_of(job)).image)
-    videos = {role: animate(target, picture, video_seed, options, on_video(role) if on_video else None)
-              for role, picture in pictures.items()}
-    numbers = report.measure(pictures["original"], pictures["guarded"], pictures.get("control"), videos,
+    videos = {} if video_seed is None else {
+        role: animate(target, picture, video_seed, options, on_video(role) if on_video else None)
+        for role, picture in pictures.items()}
+    numbers = report.measure(pictures["original"], pictures["guarded"], pictures.get("control"), videos or None,
                              is_control=job.method == CONTROL)
     return Result(pictures, videos, numbers, protection)
+
+
+def budget_of(original: np.ndarray, guarded: np.ndarray) -> int:
+    """The L-inf budget a guarded photo (uint8 (H, W, 3)) spent on `original`, in 8-bit levels; InputError
+    when it cannot have been made from it (another size, unchanged, or beyond `limits.MAX_EPS`)."""
+    eps = -1
+    if guarded.shape == original.shape:
+        eps = int(np.abs(guarded.astype(np.int16) - original.astype(np.int16)).max())
+    if not 0 < eps <= limits.MAX_EPS:
+        raise InputError(f"the guarded image ({guarded.shape[1]}x{guarded.shape[0]}) was not made from this photo "
+                         f"({original.shape[1]}x{original.shape[0]}): protect the photo again")
+    return eps
 
 
 def survive_posting(target: Target, photo: PIL.Image.Image, guarded: np.ndarray, job: Job, video_seed: int,
