@@ -27,9 +27,11 @@ logger = logging.getLogger(__name__)
 PACKAGE = Path(__file__).resolve().parent
 CACHE_DIR = PACKAGE.parent / "examples" / "cache"
 MANIFEST = "manifest.json"
-#: the parts of guard/ whose code decides a result (not the CLI, the evaluation or this file)
-FINGERPRINT_CODE = ("io.py", "limits.py", "metrics.py", "optimize.py", "presets.py", "report.py", "resize.py", "methods",
-                    "targets")
+#: the parts of guard/ whose code decides a stored result: the chain (jobs.py: the protection's seed, the
+#: control, the videos), the page's defaults and checks (serving.py), what is written and shown (page.py),
+#: and everything they run. Not the CLI, the evaluation or this file. app.py holds no such decision.
+FINGERPRINT_CODE = ("io.py", "jobs.py", "limits.py", "metrics.py", "optimize.py", "page.py", "presets.py", "report.py",
+                    "resize.py", "serving.py", "methods", "targets")
 
 
 def file_digest(path: str | os.PathLike) -> str:

@@ -1,9 +1,9 @@
 """What one result says, in one line: the guarded photo's video against a control, and after posting.
 
 A result is judged against a **control**: the same photo plus random noise that spends the whole
-budget (every pixel channel moved by exactly +eps or -eps levels, a random sign each, drawn from the
-video seed), animated with the same seed and settings as the original and the guarded photo. It
-costs one more video. A protection is claimed only when the guarded photo's video differs from the
+budget (every pixel channel moved by exactly +eps or -eps levels, a random sign each: the `noise`
+method, drawn with the protection's own seed, `guard.jobs`), animated with the same seed and settings
+as the original and the guarded photo. It costs one more video. A protection is claimed only when the guarded photo's video differs from the
 original's clearly more than the control's does:
 
 - **frozen**: its video moves at least `FREEZE_MARGIN` (25%) less than the original's, and at least
@@ -39,15 +39,6 @@ CHANGE_MARGIN_DB = 6.0
 POSTING_SCALE = 0.75
 POSTING_QUALITY = 75
 POSTING = f"downsized to {POSTING_SCALE:g}x and saved as JPEG at quality {POSTING_QUALITY}"
-
-
-def control_image(original: np.ndarray, eps_levels: int, seed: int) -> np.ndarray:
-    """The control: `original` (uint8 (H, W, 3)) with every channel moved by exactly +-`eps_levels`
-    (a random sign each, from `seed`), clipped to 0..255. Spends the whole L-inf budget, as a
-    saturated sign attack does, so the control is not weaker merely for being smaller."""
-    original = np.asarray(original, dtype=np.uint8)
-    signs = np.random.default_rng(seed).integers(0, 2, size=original.shape, dtype=np.int16) * 2 - 1
-    return np.clip(original.astype(np.int16) + signs * int(eps_levels), 0, 255).astype(np.uint8)
 
 
 def posted(image: np.ndarray, scale: float = POSTING_SCALE, quality: int = POSTING_QUALITY) -> np.ndarray:

@@ -1,21 +1,23 @@
-"""Store the app's result for every example image at the page's default settings (examples/cache/).
+"""Store the page's result for every example image at the page's default settings (examples/cache/).
 
     OMP_NUM_THREADS=1 python scripts/cache_examples.py
 
-Runs app.py's own entry point (`protect_and_animate`, the code a visitor's click runs) on each image of
-examples/ with the page's defaults (`app.DEFAULTS`) on the app's first model, and stores what it
-returned with `guard.example_cache` (files plus numbers, verdict included) under a fingerprint of the
-model, the settings and guard's code. The app shows these when an example is clicked; after a change to
-any of them it runs examples live and the tests fail until this script has been run again.
+Runs the chain the app's "Protect & animate" runs (`guard.jobs.protect_and_animate`, then
+`guard.page.write_files`) on each image of examples/ with the page's defaults
+(`guard.serving.page_defaults`) on the page's first model, and stores what it made with
+`guard.example_cache` (files plus numbers, verdict included) under a fingerprint of the model, the
+settings and guard's code. The app shows these when an example is clicked; after a change to any of
+them it runs examples live and the tests fail until this script has been run again.
 
-Then it times a click on each example through the app's own handler, as a visitor's click runs it
-(reading the stored files, drawing the plot, building the table), and prints the seconds.
+Then (and alone with --check) it times what a click on each example costs the app: reading the stored
+result and drawing its table and plot.
 """
 
 import argparse
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,41 +35,44 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    import app
-    from guard import example_cache
+    from guard import example_cache, io, jobs, page, serving
 
-    model = app.DEFAULTS["model"]
+    pool = serving.ModelPool(serving.listed_models())
+    model = pool.names[0]
+    defaults = serving.page_defaults(model)
+    examples = sorted(str(p) for p in (ROOT / "examples").glob("*.png"))
     if not args.check:
-        results = []
-        d = app.DEFAULTS
-        for image in app.EXAMPLES:
-            start = time.perf_counter()
-            outputs = app.protect_and_animate(image, d["method"], d["eps"], d["steps"], model, d["seed"],
-                                              d["randomize_seed"], d["frames"], d["motion_bucket"], d["video_steps"],
-                                              d["robust"], None, progress=lambda *a, **k: None)
-            seconds = time.perf_counter() - start
-            guarded, _, perturbation, video_original, video_guarded, *_, numbers, _ = outputs
-            results.append(dict(image=image, seconds=seconds, numbers=numbers,
-                                files=dict(guarded=guarded, perturbation=perturbation, video_original=video_original,
-                                           video_guarded=video_guarded)))
-            print(f"{Path(image).name}: {seconds:.1f} s | {numbers['verdict']['sentence']}", flush=True)
-        target = app.get_target(model)
-        machine = dict(platform=platform.platform(), cpus=os.cpu_count(), threads=torch.get_num_threads(),
-                       torch=torch.__version__, device=str(target.device))
-        manifest = example_cache.write(example_cache.CACHE_DIR, app.cache_fingerprint(), model, app.DEFAULTS,
-                                       results, made_with="python scripts/cache_examples.py", machine=machine)
-        print(f"wrote {manifest.relative_to(ROOT)} ({model}, fingerprint {app.cache_fingerprint()})")
+        target, results = pool.get(model), []
+        with tempfile.TemporaryDirectory() as folder:
+            for image in examples:
+                start = time.perf_counter()
+                d = defaults
+                job, seed = serving.visitor_job(d["method"], d["eps"], d["steps"], d["seed"], d["randomize_seed"],
+                                                d["robust"])
+                options = serving.video_options(target, d["frames"], d["motion_bucket"], d["video_steps"])
+                result = jobs.protect_and_animate(target, io.load_image(image)[0], job, seed, options)
+                result.numbers["settings"] = page.settings_dict(model, seed, job, options)
+                files = page.write_files(result, job.eps, Path(folder), image, fps=getattr(target, "fps", 8))
+                seconds = time.perf_counter() - start
+                results.append(dict(image=image, seconds=seconds, numbers=result.numbers, files=files))
+                print(f"{Path(image).name}: {seconds:.1f} s | {result.numbers['verdict']['sentence']}", flush=True)
+            machine = dict(platform=platform.platform(), cpus=os.cpu_count(), threads=torch.get_num_threads(),
+                           torch=torch.__version__, device=str(target.device))
+            fingerprint = serving.stored_examples(defaults).expected
+            manifest = example_cache.write(example_cache.CACHE_DIR, fingerprint, model, defaults, results,
+                                           made_with="python scripts/cache_examples.py", machine=machine)
+        print(f"wrote {manifest.relative_to(ROOT)} ({model}, fingerprint {fingerprint})")
 
-    cache = app.EXAMPLE_CACHE = example_cache.load(app.cache_fingerprint())
+    cache = serving.stored_examples(defaults)
     if not cache.fresh:
         print("the stored results do not match this app (model, settings or code changed): run without --check")
         return 1
-    for image in app.EXAMPLES:
+    for image in examples:
         start = time.perf_counter()
-        outputs = app.show_example(image)
-        seconds = time.perf_counter() - start
-        assert outputs[0] and "stored result" in outputs[6], f"{image}: no stored result"
-        print(f"click on {Path(image).name}: answered in {seconds:.3f} s (stored result)")
+        entry = cache.lookup(image)
+        assert entry is not None, f"{image}: no stored result"
+        page.numbers_html(entry.numbers), page.motion_plot(entry.numbers["flows"])
+        print(f"click on {Path(image).name}: its stored result read and drawn in {time.perf_counter() - start:.3f} s")
     return 0
 
 
