@@ -16,7 +16,6 @@ import functools
 import inspect
 import logging
 import shutil
-import time
 from pathlib import Path
 
 import gradio as gr
@@ -241,7 +240,7 @@ def survive_posting(image: str, guarded: str, model: str = DEFAULTS["model"], se
         job = jobs.Job(method=jobs.CONTROL, eps=eps, seed=jobs.protection_seed(seed))
         result = jobs.survive_posting(target, picture, guarded_pixels, job, seed, options,
                                       on_video=serving.video_progress(progress, serving.deadline()))
-        result.numbers["settings"] = dict(page.settings_dict(model, seed, options=options), eps=eps)
+        result.numbers["settings"] = page.settings_dict(model, seed, options=options, posted_eps=eps)
         files = page.write_files(result, eps, serving.request_dir(), image, fps=getattr(target, "fps", 8),
                                  suffix="_posted")
         numbers = result.numbers

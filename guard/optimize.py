@@ -182,8 +182,9 @@ def setup_views(target: Target, x: torch.Tensor, method, config: PGDConfig, gene
     """`method` set up for the first view kind, and a set-up copy of it for each other kind: their
     references (static video, clean video, clean maps) are those of the clean photo as that kind shows
     it to the model, at scale 1. Kinds that show the photo alike (a photo of the model's aspect, where
-    the crop is the whole photo) share one. A scale change only resamples the same picture, so a scaled view keeps its kind's references."""
-    size, working = (x.shape[-1], x.shape[-2]), (target.width, target.height)
+    the crop is the whole photo) share one. A scale change only resamples the same picture, so a scaled
+    view keeps its kind's references."""
+    working = (target.width, target.height)
     methods, done = {}, []
     with torch.no_grad():
         for kind in config.views:
@@ -225,7 +226,7 @@ def protect(target: Target, image: PIL.Image.Image, method, config: PGDConfig | 
     x = target.to_tensor(original)  # (1, 3, H, W) in [0, 1], exactly the 8-bit pixels
     generator = torch.Generator(target.device).manual_seed(config.seed)
     eps, alpha = config.eps, config.alpha
-    size, working = original.size, (target.width, target.height)
+    working = (target.width, target.height)
 
     history: dict[str, list[float]] = {}
     step_seconds, setup_seconds = [], 0.0

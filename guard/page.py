@@ -128,10 +128,14 @@ def motion_plot(flows: dict | None) -> matplotlib.figure.Figure | None:
     return figure
 
 
-def settings_dict(model: str, seed: int, job: Job | None = None, options: VideoOptions | None = None) -> dict:
+def settings_dict(model: str, seed: int, job: Job | None = None, options: VideoOptions | None = None,
+                  posted_eps: int | None = None) -> dict:
     """The settings of a result as the page records them (and the example cache stores them): the
-    model, the visitor's seed, and the protection's and the videos' settings where there are some."""
+    model, the visitor's seed, and the protection's and the videos' settings where there are some; for a
+    posted result, the guarded photo's budget and how it was posted."""
     settings = dict(model=model, seed=seed)
+    if posted_eps is not None:
+        settings.update(eps=posted_eps, posting=dict(scale=report.POSTING_SCALE, jpeg_quality=report.POSTING_QUALITY))
     if job is not None:
         settings.update(method=job.method, eps=job.eps, steps=0 if job.method == CONTROL else job.steps,
                         robust=bool(job.robust))

@@ -9,6 +9,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
+from guard import limits, page, serving
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "chelsea.png"
 EMBEDDED_INDEX = ROOT / "guard" / "models" / "embedded" / "model_index.json"
@@ -29,7 +31,9 @@ def launch_app(tmp_dir: Path):
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import app
 
-    assert app.AVAILABLE_MODELS == [MODEL], "app was imported earlier with other models listed"
+    assert app.POOL.names == [MODEL], "app was imported earlier with other models listed"
+    # importing the app loads no model and reads no stored result (python app.py preloads, then launches)
+    assert app.POOL.loaded(MODEL) is None and app.stored_examples.cache_info().currsize == 0
     app.demo.queue(**app.QUEUE_OPTIONS)
     _, url, _ = app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
                                 quiet=True, **app.LAUNCH_OPTIONS)
@@ -70,7 +74,7 @@ def prepared_example(app, path=EXAMPLE) -> np.ndarray:
     """The upload as the app feeds it to the protection: load_image, at its own size."""
     from guard.io import load_image
 
-    image, _ = load_image(path, app.MAX_SIDE)
+    image, _ = load_image(path, limits.MAX_SIDE)
     return np.asarray(image, dtype=np.int16)
 
 
@@ -99,7 +103,7 @@ def test_protect_and_animate_end_to_end(served):
     # two playable videos of the requested length, at the model's working size (the pipeline resized the photos)
     frames_o, frames_g = read_video(video_path(video_original)), read_video(video_path(video_guarded))
     assert frames_o.shape == frames_g.shape and frames_o.shape[0] == FAST["frames"]
-    target = app.get_target(MODEL)
+    target = app.POOL.get(MODEL)
     assert frames_o.shape[1:3] == (target.height, target.width)
     # the numbers are those of guard.metrics, in the table and as JSON, with the control beside them
     assert numbers_json["image"]["linf"] == np.abs(pixels - original).max()
@@ -194,13 +198,13 @@ def test_only_listed_models_load(served):
 
     app, client = served
     typed = "someone/not-a-listed-model"
-    loads, load_target = [], app.load_target
-    app.load_target = lambda name, **kwargs: loads.append(name) or load_target(name, **kwargs)
+    loads, load_target = [], serving.load_target
+    serving.load_target = lambda name, **kwargs: loads.append(name) or load_target(name, **kwargs)
     try:
         message = error_message(client, "/protect", image=handle_file(str(EXAMPLE)), method="vidfreeze", eps=8,
                                 steps=1, model=typed, seed=0, randomize_seed=False, robust=False)
     finally:
-        app.load_target = load_target
+        serving.load_target = load_target
     # refused by the dropdown's choices, or by get_target behind it; never loaded either way
     assert typed in message and ("not in the list of choices" in message or "is not offered here" in message)
     assert loads == []
@@ -239,9 +243,9 @@ def test_gpu_durations_grow_with_work_and_stay_bounded(served):
     args = ("img", "vidfreeze", 8, 10, MODEL, 0, False, 0, 127, 0, False)
     base = app.protect_and_animate_seconds(*args)
     more_steps = app.protect_and_animate_seconds(*args[:3], 200, *args[4:])
-    assert app.MIN_GPU_SECONDS <= base <= more_steps <= app.MAX_GPU_SECONDS
+    assert serving.MIN_GPU_SECONDS <= base <= more_steps <= serving.MAX_GPU_SECONDS
     assert app.protect_and_animate_seconds(*args, progress=None) == base  # called as Gradio calls the entry point
-    assert app.protect_seconds("img", "vidfreeze", 8, "not a number", MODEL, 0, False, False) == app.MIN_GPU_SECONDS
+    assert app.protect_seconds("img", "vidfreeze", 8, "not a number", MODEL, 0, False, False) == serving.MIN_GPU_SECONDS
     assert app.animate_seconds("img", MODEL, 0, False, 25, 127, 50) >= app.animate_seconds("img", MODEL, 0, False, 4, 127, 2)
 
 
@@ -256,17 +260,17 @@ def test_perturbation_view_shows_the_whole_change_and_a_crop_at_full_size(served
     delta = rng.choice([-4, 0, 4], size=original.shape).astype(np.int16)
     guarded = (original + delta).astype(np.uint8)
     result = Protection(PIL.Image.fromarray(guarded), PIL.Image.fromarray(original), "noise", {})
-    view = app.perturbation_view(result, 4)
-    side = app.CROP_SIDE
-    whole_w = round(2000 * app.DISPLAY_SIDE / 2000)
-    assert view.shape == (max(round(1200 * app.DISPLAY_SIDE / 2000), side), whole_w + app.GUTTER + side, 3)
-    crop = view[:side, whole_w + app.GUTTER:]
+    view = page.perturbation_view(result, 4)
+    side = page.CROP_SIDE
+    whole_w = round(2000 * page.DISPLAY_SIDE / 2000)
+    assert view.shape == (max(round(1200 * page.DISPLAY_SIDE / 2000), side), whole_w + page.GUTTER + side, 3)
+    crop = view[:side, whole_w + page.GUTTER:]
     top, left = (1200 - side) // 2, (2000 - side) // 2
     expected = np.clip(127.5 + delta[top:top + side, left:left + side] * 127.5 / 4, 0, 255).round()
     assert np.array_equal(crop, expected.astype(np.uint8))  # one pixel of the photo per pixel
     assert set(np.unique(view[:side, :whole_w])) <= {0, 128, 255, 220}  # the grain kept, and the red frame
     small = Protection(PIL.Image.fromarray(guarded[:300, :400]), PIL.Image.fromarray(original[:300, :400]), "noise", {})
-    assert app.perturbation_view(small, 4).shape == (300, 400, 3)
+    assert page.perturbation_view(small, 4).shape == (300, 400, 3)
 
 
 def test_request_dirs_are_private(served):
@@ -274,19 +278,19 @@ def test_request_dirs_are_private(served):
     import time
 
     app, _ = served
-    a = app.request_dir()
+    a = serving.request_dir()
     stale = a.parent / "req-stale"
     stale.mkdir()
-    old = time.time() - app.REQUEST_DIR_MAX_AGE_S - 60
+    old = time.time() - serving.REQUEST_DIR_MAX_AGE_S - 60
     os.utime(stale, (old, old))
-    b = app.request_dir()
+    b = serving.request_dir()
     assert a.is_dir() and b.is_dir() and a.parent == b.parent and len({a.name, b.name}) == 2
     assert stat.S_IMODE(a.stat().st_mode) == 0o700  # other local users cannot list a visitor's files
     assert not stale.exists()  # folders older than REQUEST_DIR_MAX_AGE_S are removed
-    assert app.safe_stem("/x/../My photo (1).JPG") == "My_photo_1" and app.safe_stem(None) == "image"
+    assert page.safe_stem("/x/../My photo (1).JPG") == "My_photo_1" and page.safe_stem(None) == "image"
 
 
-@pytest.mark.parametrize("method", ["vidfreeze", "i2vguard", "photoguard", "noise"])
+@pytest.mark.parametrize("method", ["vidfreeze", "freeze", "i2vguard", "photoguard", "noise"])
 def test_every_method_runs_from_the_page(served, method):
     from gradio_client import handle_file
 
@@ -304,7 +308,7 @@ def test_two_visitors_at_once_get_their_own_files(served):
 
     app, client = served
     other = Client(client.src, verbose=False)
-    root = app.request_dir().parent
+    root = serving.request_dir().parent
     before = set(root.iterdir())
     jobs = [c.submit(image=handle_file(str(EXAMPLE)), method="noise", eps=8, steps=0, model=MODEL, seed=5,
                      randomize_seed=False, robust=False, api_name="/protect") for c in (client, other)]
@@ -350,7 +354,7 @@ def test_python_app_py_honours_gradio_env(tmp_path):
         server.wait(timeout=30)
 
 
-# -- issue 14: named errors, quiet refusals, limits per visitor and per job, posting, stored examples ------
+# -- named errors, quiet refusals, limits per visitor and per job, posting, stored examples ---------------
 @pytest.mark.parametrize("api_name, name, value, message", [
     ("/protect", "steps", -1, "steps must be between 0 and 200, got -1"),
     ("/protect", "seed", -1, "seed must be between 0 and 2147483647, got -1"),
@@ -418,8 +422,8 @@ def test_notices_name_16_bit_and_are_shown_once(served, monkeypatch, tmp_path):
     PIL.Image.fromarray(base).save(gray16)
     state = None
     quiet = lambda *a, **k: None  # noqa: E731
-    *_, state = app.protect_image(str(gray16), "noise", 8, 0, MODEL, 0, False, False, state, progress=quiet)
-    *_, state = app.animate_image(str(gray16), MODEL, 0, False, 2, 127, 1, state, progress=quiet)
+    state = app.protect_image(str(gray16), "noise", 8, 0, MODEL, 0, False, False, state, progress=quiet)[app.session]
+    state = app.animate_image(str(gray16), MODEL, 0, False, 2, 127, 1, state, progress=quiet)[app.session]
     assert any("16-bit image converted to 8 bits" in m for m in shown) and not any("I;16" in m for m in shown)
     # the 16-bit notice, once; no resize notice: the photo is guarded at its own size
     assert len(shown) == len(set(shown)) == 1, shown
@@ -457,7 +461,7 @@ def test_a_job_past_its_time_limit_is_stopped(served, monkeypatch):
     import gradio as gr
 
     app, _ = served
-    monkeypatch.setattr(app, "MAX_JOB_SECONDS", 0.0)
+    monkeypatch.setattr(serving, "MAX_JOB_SECONDS", 0.0)
     with pytest.raises(gr.Error, match="ran past the limit"):
         app.protect_image(str(EXAMPLE), "vidfreeze", 8, 2, MODEL, 0, False, False, progress=lambda *a, **k: None)
 
@@ -465,10 +469,10 @@ def test_a_job_past_its_time_limit_is_stopped(served, monkeypatch):
 def test_gpu_estimate_clamps_frames_and_video_steps(served):
     app, _ = served
     huge = app.animate_seconds("img", MODEL, 0, False, 10**9, 127, 10**9)
-    assert huge == app.animate_seconds("img", MODEL, 0, False, app.MAX_FRAMES, 127, app.MAX_VIDEO_STEPS)
+    assert huge == app.animate_seconds("img", MODEL, 0, False, limits.MAX_FRAMES, 127, limits.MAX_VIDEO_STEPS)
     assert app.protect_and_animate_seconds("img", "vidfreeze", 8, 10**9, MODEL, 0, False, -5, 127, "x", False) == \
-        app.protect_and_animate_seconds("img", "vidfreeze", 8, app.MAX_STEPS, MODEL, 0, False, 0, 127, 0, False)
-    assert app.survive_posting_seconds("img", "g", MODEL, 0, 10**9, 127, 10**9) <= app.MAX_GPU_SECONDS
+        app.protect_and_animate_seconds("img", "vidfreeze", 8, limits.MAX_STEPS, MODEL, 0, False, 0, 127, 0, False)
+    assert app.survive_posting_seconds("img", "g", MODEL, 0, 10**9, 127, 10**9) <= serving.MAX_GPU_SECONDS
 
 
 def test_survive_posting(served):
@@ -502,7 +506,7 @@ def test_example_results_are_stored_for_this_app(served):
     """examples/cache holds a result for every example, made by scripts/cache_examples.py for this model,
     these default settings and this code."""
     app, _ = served
-    cache = app.EXAMPLE_CACHE
+    cache = app.stored_examples()
     assert cache.fresh, ("examples/cache is stale (model, default settings or guard's code changed): "
                          "run `OMP_NUM_THREADS=1 python scripts/cache_examples.py`")
     assert cache.settings == app.DEFAULTS and cache.model == MODEL
@@ -519,7 +523,7 @@ def test_clicking_an_example_answers_in_under_a_second(served):
     from gradio_client import handle_file
 
     app, client = served
-    if not app.EXAMPLE_CACHE.fresh:
+    if not app.stored_examples().fresh:
         pytest.fail("examples/cache is stale: run `OMP_NUM_THREADS=1 python scripts/cache_examples.py`")
     # an undocumented endpoint (the page's click event): positional arguments
     client.predict(handle_file(str(EXAMPLE)), api_name="/show_example")  # warm up (first upload, first plot)

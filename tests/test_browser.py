@@ -149,7 +149,7 @@ def test_protect_and_animate_in_the_browser(page, page_url, tmp_path):
     close_toasts(page)
 
     # an example's stored result appears at once, with the settings it was made with
-    if app.EXAMPLE_CACHE.fresh:
+    if app.stored_examples().fresh:
         start = time.perf_counter()
         page.locator(".gallery-item, [data-testid='examples'] button, .example").filter(
             has=page.locator("img")).first.click()
@@ -167,8 +167,8 @@ def test_protect_and_animate_in_the_browser(page, page_url, tmp_path):
     for method, label in (("photoguard", "PhotoGuard"), ("vidfreeze", "Vid-Freeze")):
         page.get_by_label(label, exact=False).check()
         page.wait_for_function(f"() => document.querySelector('#steps input[type=number]').value == "
-                               f"'{app.default_steps(method)}'")
-    assert steps_box.input_value() == str(app.default_steps("vidfreeze"))
+                               f"'{app.serving.steps_for(method)}'")
+    assert steps_box.input_value() == str(app.serving.steps_for("vidfreeze"))
     if STEPS is not None:
         set_number(page, "steps", STEPS)
     if VIDEO_STEPS is not None:
