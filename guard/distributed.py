@@ -172,18 +172,14 @@ def evaluate(target, files: list[Path], config, out_dir: str | os.PathLike, comm
     if s.num_processes == 1:
         return ev.run(target, files, config, out_dir, command=command, progress=progress, overwrite=overwrite)
     rank, n = s.process_index, s.num_processes
-    out = Path(out_dir)
-    if (out / "results.csv").exists() and not overwrite:
-        raise io.InputError(f"{out} already holds a report (results.csv): choose another folder or overwrite it")
+    out = ev.check_report_folder(out_dir, overwrite)
     start = time.perf_counter()
     shards = _begin(out)
     if s.is_main_process:
-        (out / "results.csv").write_text("")  # claims the folder at once, as one process's run does
+        (out / ev.RESULTS).write_text("")  # claims the folder at once, as one process's run does
     mine = files[rank::n]
     logger.info("process %d of %d on %s: %d of %d images", rank, n, _own_device(), len(mine), len(files))
-    # evaluate.run's units: one per set of videos (the original's, or one protection's), per video seed
-    per_image = len(config.video_seeds) * (1 + len(config.methods) * len(config.eps))
-    bar = _Progress(shards, total=len(files) * per_image, desc="evaluate", enabled=progress)
+    bar = _Progress(shards, total=len(files) * ev.units_per_image(config), desc="evaluate", enabled=progress)
     try:
         share = ev.run(target, mine, config, shards / f"rank{rank}", command=command, progress=False,
                        overwrite=True, bar=bar)
@@ -218,7 +214,7 @@ def _write_merged(target, report, config, out: Path, command: str, shards: Path,
         for k in range(n):
             for f in sorted((shards / f"rank{k}" / kind).iterdir()):
                 os.replace(f, out / kind / f.name)
-    with open(out / "results.csv", "w", newline="") as f:  # as evaluate.run writes it
+    with open(out / ev.RESULTS, "w", newline="") as f:  # as evaluate.run writes it
         if report.rows:
             writer = csv.DictWriter(f, fieldnames=list(report.rows[0]))
             writer.writeheader()

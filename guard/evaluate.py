@@ -1,20 +1,22 @@
 """`python -m guard evaluate`: every method at every budget on a folder of photos, measured one way.
 
-For each image, each method and each eps, the image is protected once, at its own size (at most
-`guard.limits.MAX_SIDE` a side), with the protection's own seed (`EvalConfig.seed`); every video is
-made from a photo at that size, which the pipeline resizes to the model's working size as an animator's
-pipeline would (`Target.generate`), so all the videos compared have the model's size. With
-`working_size`, each photo is first center-cropped and resized to the working size and guarded there,
-as guard did before it guarded photos at their own size: the two runs side by side say how much
-guarding the full-size photo through the model's resize costs the protection.
+Runs the chain of `guard.jobs`, as the app does. For each image, each method and each eps, the image is
+protected once (`jobs.Job`, `jobs.protect_photo`), at its own size (at most `guard.limits.MAX_SIDE` a
+side), with the protection's own seed (`EvalConfig.seed`); every video (`jobs.animate`) is made from a
+photo at that size, which the pipeline resizes to the model's working size as an animator's pipeline
+would (`Target.generate`), so all the videos compared have the model's size. With `working_size`, each
+photo is first center-cropped and resized to the working size and guarded there, as guard did before
+it guarded photos at their own size: the two runs side by side say how much guarding the full-size
+photo through the model's resize costs the protection.
 
 Then, for each of several video seeds (`video_seeds`, default 1000-1003, never the protection's seed:
 a protection must not see the seeds it is judged on), a video is made from the original and one from
 the guarded image with that seed, and the two are compared with `guard.metrics` (no metric is
-computed here). The same comparison is repeated after a "posted
-online" transformation (JPEG q=75, resize 0.75x and back) of both photos: the video of the
-transformed guarded photo is compared with the video of the identically transformed original, so
-that the row measures what the protection still does, not what JPEG alone does to a video.
+computed here). The same comparison is repeated after both photos were posted online
+(`guard.report.posted`, the app's "Does it survive posting?": downsized to 0.75x, then JPEG at
+quality 75; the `posted_` columns): the video of the posted guarded photo is compared with the video
+of the identically posted original, so that the row measures what the protection still does, not
+what posting alone does to a video.
 
 Statistics (summary.md): each column's mean with a 95% confidence interval, a t-interval over images
 of each image's mean over its video seeds (the seeds of one image share its protection, so they are
@@ -22,7 +24,7 @@ not independent draws: the image is the unit, and seed-to-seed variation enters 
 means; with a single image the seeds are the unit). Each method is compared with the noise control
 by paired differences: its row minus the noise row of the same image, eps and video seed, averaged
 per image, with the same t-interval; it differs from the control at the 5% level (a two-sided paired
-t-test on the image means) when that interval excludes 0.
+t-test on the image means) when that interval excludes 0. The control is `jobs.CONTROL`, the app's.
 
 Writes into the report folder:
 - results.csv: one row per (image, method, eps, video seed), written as it is measured (a cut run
@@ -32,14 +34,17 @@ Writes into the report folder:
   control, skipped files;
 - motion_per_frame.png, effect_vs_eps.png;
 - images/ (guarded PNGs) and videos/ (mp4 of the videos of the first video seed only, original and
-  guarded: the other seeds' videos are measured but not kept, to keep the folder small).
+  guarded, as given and posted: the other seeds' videos are measured but not kept, to keep the folder
+  small).
 summary.md is refreshed after every protection and the plots after every image, so a cut run still
-has a (partial) summary.
+has a (partial) summary. A folder that already holds a results.csv is refused unless overwritten
+(`check_report_folder`).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -50,33 +55,28 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import PIL.Image
 import scipy.stats
 import torch
 from tqdm import tqdm
 
-from . import io, limits, metrics
-from .methods import METHODS, get_method
-from .optimize import PGDConfig, protect
-from .presets import settings_for
+from . import io, jobs, limits, metrics
+from .jobs import CONTROL
+from .methods import METHODS
+from .report import POSTING, POSTING_QUALITY, POSTING_SCALE, posted
 from .targets.base import Target
 
 logger = logging.getLogger(__name__)
 
-#: the photo as given (""), then the "posted online" transformations of the robustness columns, by
-#: column prefix; each is applied to the original and to the guarded photo alike
+#: the photo as given (""), and posted online (`guard.report.posted`, the app's "Does it survive
+#: posting?"), by column prefix; each is applied to the original and to the guarded photo alike
 CONDITIONS = {
     "": lambda image: image,
-    "jpeg_": lambda image: metrics.jpeg(image, quality=75),
-    "resize_": lambda image: metrics.resize_roundtrip(image, scale=0.75),
+    "posted_": posted,
 }
 
 #: the video seeds of an evaluation: VIDEO_SEED_BASE + k (the protections use their own, default 0)
 VIDEO_SEED_BASE = 1000
 DEFAULT_VIDEO_SEEDS = 4
-
-#: the method every other is compared with (paired differences, same image, eps and video seed)
-CONTROL = "noise"
 
 #: the columns of the summary table: (results.csv column, heading)
 KEY_COLUMNS = [
@@ -86,8 +86,7 @@ KEY_COLUMNS = [
     ("change_ratio", "change ratio"),
     ("disruption_psnr", "video PSNR dB"),
     ("disruption_ssim", "video SSIM"),
-    ("jpeg_flow_ratio", "JPEG flow ratio"),
-    ("resize_flow_ratio", "resize flow ratio"),
+    ("posted_flow_ratio", "posted flow ratio"),
     ("seconds", "seconds"),
 ]
 #: the columns compared with the control (effects on the videos)
@@ -100,42 +99,75 @@ SKIPPED_SCORERS = (
 )
 
 
+#: the file whose presence says a folder holds a report
+RESULTS = "results.csv"
+
+
 def video_seeds(n: int = DEFAULT_VIDEO_SEEDS) -> list[int]:
     """The seeds of n evaluation videos: VIDEO_SEED_BASE, VIDEO_SEED_BASE + 1, ..."""
     return [VIDEO_SEED_BASE + k for k in range(n)]
 
 
+def check_report_folder(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """`out_dir` as a Path, unless it already holds a report (a results.csv) and `overwrite` is False:
+    then InputError. Two runs writing one folder corrupt each other's files (seen: two people started
+    the same -o on a shared machine)."""
+    out = Path(out_dir)
+    if (out / RESULTS).exists() and not overwrite:
+        raise io.InputError(f"{out} already holds a report ({RESULTS}): choose another folder, or replace it "
+                            "(--overwrite; overwrite=True from Python)")
+    return out
+
+
 @dataclass
 class EvalConfig:
+    """What an evaluation runs. Every value is checked as the app and the CLI check it (`guard.limits`,
+    `jobs.check_method`); a refusal is an InputError naming the field, the range and the value."""
+
     methods: list[str]  # names from guard.methods.METHODS
-    eps: list[int]  # L-inf budgets in 8-bit levels: eps/255 in [0, 1] units
-    steps: int | None = None  # PGD steps of every gradient method (None: the preset's, per method)
+    eps: list[int]  # L-inf budgets in 8-bit levels (eps/255 in [0, 1] units), each 1..limits.MAX_EPS
+    steps: int | None = None  # PGD steps of every gradient method, 0..limits.MAX_STEPS (None: the preset's)
     preset: str = "fast"  # method parameters and default steps from guard/presets.py: "fast" or "reference"
     seed: int = 0  # the protections' own seed (PGD, noise draws, EOT, I2VGuard's clean video V0)
     video_seeds: list[int] = field(default_factory=video_seeds)  # every pair of videos is made at each
     robust: bool = False  # protect through random JPEG / resize / crop (EOT, see guard.optimize)
-    frames: int | None = None  # frames per video (None: the model's default)
-    video_steps: int | None = None  # denoising steps per video (None: the model's default)
+    frames: int | None = None  # frames per video, 2..limits.MAX_FRAMES (None or 0: the model's default)
+    video_steps: int | None = None  # denoising steps per video, 1..limits.MAX_VIDEO_STEPS (None or 0: the model's)
     working_size: bool = False  # guard and judge each photo center-cropped to the model's working size
 
     def __post_init__(self):
-        unknown = [m for m in self.methods if m not in METHODS]
-        if not self.methods or unknown:
-            raise ValueError(f"methods must be some of {', '.join(METHODS)}, got {self.methods!r}")
-        if not self.eps or any(not (isinstance(e, int) and 0 <= e <= 255) for e in self.eps):
-            raise ValueError(f"eps must be integers in 0..255 (8-bit levels), got {self.eps!r}")
-        if self.steps is not None and self.steps < 0:
-            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if not self.methods:
+            raise io.InputError(f"methods must name at least one of {', '.join(METHODS)}, got {self.methods!r}")
+        if not self.eps:
+            raise io.InputError(f"eps must be at least one budget (8-bit levels), got {self.eps!r}")
+        for method in self.methods:  # each protection checked now, as `jobs.Job` checks it, not after hours
+            for eps in self.eps:
+                self.job(method, eps)
         if self.preset not in ("fast", "reference"):
-            raise ValueError(f"preset must be 'fast' or 'reference', got {self.preset!r}")
-        if self.frames is not None and self.frames < 2:
-            raise ValueError(f"frames must be >= 2 to measure motion, got {self.frames}")
-        if not self.video_seeds or len(set(self.video_seeds)) != len(self.video_seeds) or any(
-                not (isinstance(s, int) and s >= 0) for s in self.video_seeds):
-            raise ValueError(f"video_seeds must be distinct integers >= 0, at least one, got {self.video_seeds!r}")
+            raise io.InputError(f"preset must be 'fast' or 'reference', got {self.preset!r}")
+        self.frames, self.video_steps = limits.frames(self.frames), limits.video_steps(self.video_steps)
+        limits.seed(self.seed)
+        if not self.video_seeds or len(set(self.video_seeds)) != len(self.video_seeds):
+            raise io.InputError(f"video_seeds must be distinct, at least one, got {self.video_seeds!r}")
+        for seed in self.video_seeds:
+            limits.seed(seed, "video_seeds")
         if self.seed in self.video_seeds:
-            raise ValueError(f"the protection seed {self.seed} is also a video seed: a protection must never see "
-                             "the seeds it is judged on; choose a protection seed outside the video seeds")
+            raise io.InputError(f"the protection seed {self.seed} is also a video seed: a protection must never see "
+                                "the seeds it is judged on; choose a protection seed outside the video seeds")
+
+    def job(self, method: str, eps: int) -> jobs.Job:
+        """The protection of one method at one budget, as the app would run it with these settings."""
+        return jobs.Job(method=method, eps=eps, steps=self.steps, preset=self.preset, seed=self.seed,
+                        robust=self.robust, working_size=self.working_size)
+
+    def video_options(self) -> jobs.VideoOptions:
+        return jobs.VideoOptions(frames=self.frames, video_steps=self.video_steps)
+
+
+def units_per_image(config: EvalConfig) -> int:
+    """Units of the progress bar per image: one per set of videos (the original's, or one
+    protection's), per video seed."""
+    return len(config.video_seeds) * (1 + len(config.methods) * len(config.eps))
 
 
 @dataclass
@@ -167,23 +199,20 @@ def run(target: Target, files: list[Path], config: EvalConfig, out_dir: str | os
     context manager); `guard.distributed` passes one that counts the units of every process.
 
     Unreadable images (`io.InputError`) are logged, listed in the report and skipped. A folder that
-    already holds a results.csv is refused unless `overwrite`: two runs writing one folder corrupt
-    each other's files (seen: two people started the same -o on a shared machine)."""
-    out = Path(out_dir)
-    if (out / "results.csv").exists() and not overwrite:
-        raise io.InputError(f"{out} already holds a report (results.csv): choose another folder or overwrite it")
-    target.check_num_frames(config.frames)
+    already holds a report is refused unless `overwrite` (`check_report_folder`), and so is a frame
+    count the model cannot make (`jobs.VideoOptions.check`)."""
+    out = check_report_folder(out_dir, overwrite)
+    options = config.video_options().check(target)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "videos").mkdir(exist_ok=True)
     report = Report(images_total=len(files))
     host = machine(target)
     start = time.perf_counter()
     seeds = config.video_seeds
-    # units of the progress bar: one per set of videos (original, or one protection), per video seed
-    per_image = len(seeds) * (1 + len(config.methods) * len(config.eps))
+    per_image = units_per_image(config)
     if bar is None:
         bar = tqdm(total=len(files) * per_image, desc="evaluate", disable=not progress)
-    with bar, open(out / "results.csv", "w", newline="") as csv_file:
+    with bar, open(out / RESULTS, "w", newline="") as csv_file:
         writer = None
         for path in files:
             try:
@@ -202,7 +231,7 @@ def run(target: Target, files: list[Path], config: EvalConfig, out_dir: str | os
             references = {}  # video seed -> condition -> frames of the original's video
             for seed in seeds:
                 bar.set_postfix_str(f"{path.name}: original, video seed {seed}")
-                references[seed] = {prefix: _video(target, transform(original), seed, config,
+                references[seed] = {prefix: _video(target, transform(original), seed, options,
                                                    out / "videos" / f"{path.stem}_{prefix}original.mp4"
                                                    if seed == seeds[0] else None)
                                     for prefix, transform in CONDITIONS.items()}
@@ -213,7 +242,8 @@ def run(target: Target, files: list[Path], config: EvalConfig, out_dir: str | os
             for name in config.methods:
                 for eps in config.eps:
                     bar.set_postfix_str(f"{path.name}: {name} {eps}/255")
-                    for row, seed, curve in _evaluate_one(target, image, path, name, eps, config, references, out):
+                    for row, seed, curve in _evaluate_one(target, image, path, config.job(name, eps), config,
+                                                          options, references, out):
                         curves[str(seed)][f"{name}/{eps}"] = curve
                         if writer is None:
                             writer = csv.DictWriter(csv_file, fieldnames=list(row))
@@ -231,38 +261,35 @@ def run(target: Target, files: list[Path], config: EvalConfig, out_dir: str | os
     return report
 
 
-def _video(target: Target, image: np.ndarray, seed: int, config: EvalConfig, mp4: Path | None) -> np.ndarray:
+def _video(target: Target, image: np.ndarray, seed: int, options: jobs.VideoOptions, mp4: Path | None) -> np.ndarray:
     """Frames (F, H, W, 3) uint8 of the video made from an 8-bit image with `seed`; saved to `mp4` if given."""
-    video = target.generate(PIL.Image.fromarray(image), seed=seed, num_frames=config.frames,
-                            num_inference_steps=config.video_steps)
+    frames = jobs.animate(target, image, seed, options)
     if mp4 is not None:
-        io.save_video(video.frames, mp4)
-    return video.frames
+        io.save_video(frames, mp4)
+    return frames
 
 
-def _evaluate_one(target, image, path, name, eps, config, references, out):
-    """Protect one image with one method at one eps, then measure it at every video seed: yields
-    (results.csv row, video seed, per-frame curves) per seed."""
-    steps, params = settings_for(name, config.preset, target)
-    steps = steps if config.steps is None else config.steps
-    method = get_method(name, **params)
+def _evaluate_one(target, image, path, job: jobs.Job, config, options, references, out):
+    """Protect one image as `job` asks, then measure it at every video seed: yields (results.csv row,
+    video seed, per-frame curves) per seed."""
     # the image is already at the working size with config.working_size: guarded there, no views drawn
-    protection = protect(target, image, method, PGDConfig(eps=eps / 255, steps=steps, seed=config.seed,
-                                                          robust=config.robust, working_size=config.working_size))
-    tag = f"{path.stem}_{name}_eps{eps}"
+    protection = jobs.protect_photo(target, image, job)
+    tag = f"{path.stem}_{job.method}_eps{job.eps}"
     io.save_png(protection.image, out / "images" / f"{tag}.png")
     original, guarded = np.asarray(protection.original), np.asarray(protection.image)
     loss = protection.history.get("loss", [])
-    common = dict(steps=steps if method.uses_gradient else 0,
-                  params=json.dumps(params), robust=config.robust, protect_seed=config.seed,
-                  seconds=round(protection.seconds, 3), loss_start=loss[0] if loss else math.nan,
-                  loss_end=loss[-1] if loss else math.nan, **metrics.imperceptibility(original, guarded))
+    # the method's parameters as it ran (the preset's over the method's defaults)
+    params = {f.name: protection.settings[f.name] for f in dataclasses.fields(METHODS[job.method])}
+    common = dict(steps=protection.settings["steps"], params=json.dumps(params), robust=job.robust,
+                  protect_seed=job.seed, seconds=round(protection.seconds, 3),
+                  loss_start=loss[0] if loss else math.nan, loss_end=loss[-1] if loss else math.nan,
+                  **metrics.imperceptibility(original, guarded))
     for seed in config.video_seeds:
-        row = dict(image=path.name, method=name, eps=eps, video_seed=seed, **common)
+        row = dict(image=path.name, method=job.method, eps=job.eps, video_seed=seed, **common)
         videos = {}
         for prefix, transform in CONDITIONS.items():
             mp4 = out / "videos" / f"{tag}_{prefix}guarded.mp4" if seed == config.video_seeds[0] else None
-            videos[prefix] = _video(target, transform(guarded), seed, config, mp4)
+            videos[prefix] = _video(target, transform(guarded), seed, options, mp4)
             compared = metrics.compare_videos(references[seed][prefix], videos[prefix])
             row.update({prefix + k: v for k, v in compared.items()})
         d = metrics.disruption(references[seed][""], videos[""])
@@ -388,9 +415,10 @@ def summary(report: Report, config: EvalConfig, command: str, host: dict) -> str
         " PSNR, SSIM: guarded vs original photo (at the size it was guarded at). Flow ratio,"
         " change ratio: mean optical flow (Farneback) and mean 1 - SSIM of consecutive frames, video of the"
         " guarded photo / video of the original (same video seed): < 1 = frozen. Video PSNR, SSIM: per-frame,"
-        " guarded video vs original video: low = ruined. JPEG (q=75) and resize (0.75x and back) flow ratios:"
-        " the same after both photos went through that transformation. Seconds: protection wall time. Every"
-        " column, per-frame arrays and the first seed's videos are in results.csv, per_frame.json and videos/.",
+        " guarded video vs original video: low = ruined. Posted flow ratio: the same after both photos were"
+        f" posted online ({POSTING}, as the app's \"Does it survive posting?\"). Seconds: protection"
+        " wall time. Every column, per-frame arrays and the first seed's videos are in results.csv,"
+        " per_frame.json and videos/.",
         "",
     ]
     others = [m for m in config.methods if m != CONTROL]
@@ -452,7 +480,7 @@ def plot(report: Report, config: EvalConfig, out: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(14, 3.4))
     for name, color in zip(config.methods, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
         for ax, (column, title) in zip(axes, panels):
-            styles = [("", "-")] + ([("jpeg_", "--"), ("resize_", ":")] if column == "flow_ratio" else [])
+            styles = [("", "-")] + ([("posted_", "--")] if column == "flow_ratio" else [])
             for prefix, style in styles:
                 groups = [(eps, [r[prefix + column] for r in report.rows if r["method"] == name and r["eps"] == eps])
                           for eps in config.eps]
@@ -463,7 +491,8 @@ def plot(report: Report, config: EvalConfig, out: Path) -> None:
     for ax in axes[:2]:
         ax.axhline(1.0, color="gray", linewidth=0.8)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="center right", fontsize=8,
-               title="solid: as guarded\n--: JPEG q75\n..: resize 0.75x", title_fontsize=7)
+               title=f"solid: as guarded\n--: posted ({POSTING_SCALE:g}x,\nJPEG q{POSTING_QUALITY})",
+               title_fontsize=7)
     fig.tight_layout(rect=(0, 0, 0.88, 1))
     fig.savefig(out / "effect_vs_eps.png", dpi=90)
     plt.close(fig)

@@ -84,7 +84,7 @@ def test_evaluate_on_two_processes_writes_the_report_of_one(folder, tmp_path):
             return reader.fieldnames, [{k: v for k, v in r.items() if k != "seconds"} for r in reader]
 
     (columns_one, rows_one), (columns_two, rows_two) = rows(tmp_path / "one"), rows(tmp_path / "two")
-    assert columns_two == columns_one and "seconds" in columns_one
+    assert columns_two == columns_one and "seconds" in columns_one and "posted_flow_ratio" in columns_one
     assert len(rows_one) == 3 * 2 and rows_two == rows_one  # every value but the timing, in the same order
     for name in ["per_frame.json"]:
         assert json.loads((tmp_path / "two" / name).read_text()) == json.loads((tmp_path / "one" / name).read_text())

@@ -9,13 +9,13 @@ import PIL.Image
 import pytest
 import torch
 
-from guard import cli
+from guard import cli, evaluate, io, jobs
 from guard.evaluate import EvalConfig, format_interval, interval
 
 COLUMNS = ["image", "method", "eps", "video_seed", "protect_seed", "steps", "seconds", "psnr", "ssim", "linf",
            "flow_original", "flow_guarded",
-           "flow_ratio", "change_ratio", "disruption_psnr", "disruption_ssim", "jpeg_flow_ratio",
-           "jpeg_disruption_ssim", "resize_flow_ratio", "resize_disruption_ssim"]
+           "flow_ratio", "change_ratio", "disruption_psnr", "disruption_ssim", "posted_flow_ratio",
+           "posted_disruption_ssim"]
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +39,7 @@ def folder(tmp_path):
     return tmp_path
 
 
-def test_evaluate_writes_rows_summary_and_plots(folder, tmp_path, monkeypatch, capsys):
+def test_evaluate_writes_rows_summary_and_plots(folder, tmp_path, monkeypatch, capsys, tiny_svd):
     out = tmp_path / "report"
     argv = ["evaluate", str(folder), "--model", "tiny-svd", "--device", "cpu", "--methods", "noise,photoguard",
             "--eps", "4,8", "--steps", "2", "--video-steps", "2", "--video-seeds", "2", "-o", str(out), "-q"]
@@ -52,6 +52,7 @@ def test_evaluate_writes_rows_summary_and_plots(folder, tmp_path, monkeypatch, c
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * 2 * 2 * 2  # images x methods x eps x video seeds
     assert set(COLUMNS) <= set(rows[0])
+    assert not [c for c in rows[0] if c.startswith(("jpeg_", "resize_"))]  # one way of posting: the app's
     assert {(r["image"], r["method"], r["eps"], r["video_seed"]) for r in rows} == {
         (f"photo{i}.png", m, e, s) for i in range(2) for m in ["noise", "photoguard"] for e in ["4", "8"]
         for s in ["1000", "1001"]}
@@ -75,6 +76,7 @@ def test_evaluate_writes_rows_summary_and_plots(folder, tmp_path, monkeypatch, c
     assert "### Difference from the noise control" in summary and "| photoguard | 4/255 | 4 |" in summary
     assert "skipped: no VBench scorers here" in summary
     assert "broken.png" in summary
+    assert "| posted flow ratio |" in summary and "downsized to 0.75x and saved as JPEG at quality 75" in summary
     for name in ["motion_per_frame.png", "effect_vs_eps.png"]:
         with PIL.Image.open(out / name) as image:
             assert image.width > 100
@@ -83,7 +85,14 @@ def test_evaluate_writes_rows_summary_and_plots(folder, tmp_path, monkeypatch, c
         with PIL.Image.open(png) as image:
             assert image.size == (48, 40)  # the photo's own size (tiny-svd works at 32 x 32)
     assert "photos guarded at their own size" in summary
-    assert len(list((out / "videos").glob("*.mp4"))) == 2 * 3 * (1 + 4)  # the first seed's videos only
+    # the protections and the control are the app's (`guard.jobs`), with the protections' own seed
+    photo = PIL.Image.open(folder / "photo0.png").convert("RGB")
+    job = jobs.Job(method="photoguard", eps=8, steps=2, seed=0)
+    for method, made in (("photoguard", job), ("noise", jobs.control_of(job))):
+        with PIL.Image.open(out / "images" / f"photo0_{method}_eps8.png") as image:
+            assert np.array_equal(np.asarray(image), np.asarray(jobs.protect_photo(tiny_svd, photo, made).image))
+    # the first seed's videos only: as given and posted, of the original and of each protection
+    assert len(list((out / "videos").glob("*.mp4"))) == 2 * 2 * (1 + 4)
 
     # a second run into the same folder is refused before it writes anything (it would corrupt the first)
     assert cli.main(argv) == 2
@@ -110,6 +119,23 @@ def test_protection_never_sees_a_video_seed(folder, tmp_path, capsys):
     assert cli.main(argv) == 2
     assert "also a video seed" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_config_refusals_and_units(tiny_svd, tmp_path):
+    """EvalConfig checks its values as the app does (InputError, the app's bounds); a folder that holds a
+    report is refused by `run` itself, before anything is written; the progress bar counts one unit per set
+    of videos (the original's and each protection's) per video seed."""
+    with pytest.raises(io.InputError, match="eps must be between 1 and 32, got 64"):
+        EvalConfig(methods=["noise"], eps=[64])
+    with pytest.raises(io.InputError, match="method must be one of .*, got 'magic'"):
+        EvalConfig(methods=["noise", "magic"], eps=[8])
+    config = EvalConfig(methods=["noise", "photoguard"], eps=[4, 8], video_seeds=[1000, 1001], frames=0)
+    assert config.frames is None  # 0: the model's default, as everywhere
+    assert evaluate.units_per_image(config) == 2 * (1 + 2 * 2)
+    (tmp_path / "results.csv").write_text("image,method\n")
+    with pytest.raises(io.InputError, match="already holds a report"):
+        evaluate.run(tiny_svd, [], config, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
 
 
 def test_interval_is_a_t_interval_over_images():
