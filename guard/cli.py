@@ -1,4 +1,11 @@
-"""`python -m guard animate | protect | evaluate`: the command line mirrors what the app does."""
+"""`python -m guard animate | protect | evaluate`: the command line mirrors what the app does.
+
+Every command runs the chain of `guard.jobs`, as the app does. What a person can get wrong (a value
+out of bounds, an unreadable photo, an unknown model, a file that cannot be written) is refused with
+one line, `error: ...`, and exit status 2: an `io.InputError` raised where the value is checked, or
+an OSError about a file. Anything else is a bug and shows its traceback; with -v a refusal logs its
+traceback too.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import distributed, io, limits
+from . import distributed, io, jobs, limits
+from .methods import METHODS
 from .targets import DEFAULT_MODEL, MODELS
 
 logger = logging.getLogger("guard")
@@ -19,6 +27,10 @@ def pick_device(name: str) -> str:
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(name)
+    except RuntimeError:
+        raise io.InputError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
     return name
 
 
@@ -28,7 +40,12 @@ def load(args):
     from .targets import load_target
 
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
-    return load_target(args.model, device=pick_device(args.device), dtype=dtype)
+    try:
+        return load_target(args.model, device=pick_device(args.device), dtype=dtype)
+    except io.InputError:
+        raise
+    except ValueError as e:  # load_target's refusal of the name: an unknown model, a folder of no known family
+        raise io.InputError(f"--model: {e}") from e
 
 
 def check_output(path: str, suffix: str, what: str) -> None:
@@ -41,9 +58,10 @@ def check_output(path: str, suffix: str, what: str) -> None:
 
 
 def cmd_animate(args) -> int:
-    # every input is checked before the model loads (loading takes seconds; a typo should not)
-    frames = limits.frames(args.frames, "--frames")
-    steps = limits.video_steps(args.steps, "--steps")
+    # every input is checked before the model loads (loading takes seconds; a typo should not), named
+    # as the option the person typed; what only the model can tell (its frame counts) right after
+    options = jobs.VideoOptions(frames=limits.frames(args.frames, "--frames"),
+                                video_steps=limits.video_steps(args.steps, "--steps"))
     limits.seed(args.seed, "--seed")
     limits.fps(args.fps, "--fps")
     check_output(args.output, ".mp4", "the video is written as H.264 mp4")
@@ -51,55 +69,50 @@ def cmd_animate(args) -> int:
     for notice in notices:
         print(f"note: {notice}", file=sys.stderr)
     target = load(args)
-    target.check_num_frames(frames)
+    options = options.check(target)
     from tqdm import tqdm
 
     start = time.perf_counter()
-    total = steps or target.num_inference_steps
+    total = options.video_steps or target.num_inference_steps
     with tqdm(total=total, desc="denoising", unit="step", leave=False, disable=args.quiet) as bar:
         def progress(step, total):
             bar.update(step - bar.n)
 
-        video = target.generate(image, seed=args.seed, num_frames=frames, num_inference_steps=steps,
-                                callback=progress)
-    io.save_video(video.frames, args.output, fps=args.fps)
-    print(f"{args.output}: {len(video.frames)} frames {video.frames.shape[2]}x{video.frames.shape[1]} "
+        frames = jobs.animate(target, image, args.seed, options, callback=progress)
+    io.save_video(frames, args.output, fps=args.fps)
+    print(f"{args.output}: {len(frames)} frames {frames.shape[2]}x{frames.shape[1]} "
           f"from {args.model}, seed {args.seed}, {time.perf_counter() - start:.1f} s")
     return 0
 
 
-def protect_one(target, path, output, args, method_params=None) -> dict:
-    """Protect one image file at its own size (at most `limits.MAX_SIDE` a side) and write the guarded
-    PNG, with the photo's ICC profile; returns its imperceptibility numbers."""
+def protect_one(target, path, output, job: jobs.Job, quiet: bool = False) -> dict:
+    """Protect one image file at its own size (at most `limits.MAX_SIDE` a side) as `job` asks and
+    write the guarded PNG, with the photo's ICC profile; returns its imperceptibility numbers."""
     import numpy as np
     from tqdm import tqdm
 
     from . import metrics
-    from .methods import get_method
-    from .optimize import PGDConfig, protect
-    from .presets import settings_for
 
     image, notices = io.load_image(path, limits.MAX_SIDE)
     for notice in notices:
         print(f"note: {notice}", file=sys.stderr)
-    preset_steps, preset_params = settings_for(args.method, args.preset, target)
-    method = get_method(args.method, **{**preset_params, **(method_params or {})})
-    steps = preset_steps if args.steps is None else args.steps
-    config = PGDConfig(eps=args.eps / 255, steps=steps, step_size=None if args.step_size is None
-                       else args.step_size / 255, random_start=not args.no_random_start,
-                       robust=args.robust, seed=args.seed)
-    # the control optimises nothing: no progress bar (it would read "0it")
-    with tqdm(total=steps, desc=Path(path).name, unit="step", leave=False,
-              disable=args.quiet or not method.uses_gradient or steps == 0) as bar:
-        def progress(step, total, terms):
-            bar.set_postfix({k: f"{v:.4g}" for k, v in terms.items() if k != "loss"}, refresh=False)
-            bar.update(1)
+    bars = []  # made at the first step: the control takes none, and an empty bar would read "0it"
 
-        result = protect(target, image, method, config, callback=progress)
+    def progress(step, steps, terms):
+        if not bars:
+            bars.append(tqdm(total=steps, desc=Path(path).name, unit="step", leave=False, disable=quiet))
+        bars[0].set_postfix({k: f"{v:.4g}" for k, v in terms.items() if k != "loss"}, refresh=False)
+        bars[0].update(1)
+
+    try:
+        result = jobs.protect_photo(target, image, job, callback=progress)
+    finally:
+        for bar in bars:
+            bar.close()
     io.save_png(result.image, output)
     numbers = metrics.imperceptibility(np.asarray(result.original), np.asarray(result.image))
-    print(f"{output}: {result.image.width}x{result.image.height}, {result.method} eps {args.eps}/255, "
-          f"{config.steps if method.uses_gradient else 0} steps, "
+    print(f"{output}: {result.image.width}x{result.image.height}, {result.method} eps {job.eps}/255, "
+          f"{result.settings['steps']} steps, "
           f"{result.seconds:.1f} s | PSNR {numbers['psnr']:.2f} dB, SSIM {numbers['ssim']:.4f}, "
           f"L-inf {numbers['linf']}/255")
     return numbers
@@ -118,22 +131,34 @@ def check_step_size(args) -> None:
         raise io.InputError(f"--step-size must be above 0 and at most --eps ({args.eps}), got {args.step_size}")
 
 
+def check_steps(steps: int | None, methods: list[str]) -> None:
+    """--steps 0 is refused for a method that optimises (it would hand back its starting point under its
+    own name; `guard.optimize.protect` refuses it too, as a library error)."""
+    optimising = [m for m in methods if METHODS[m].uses_gradient]
+    if steps == 0 and optimising:
+        raise io.InputError(f"--steps must be at least 1 for {', '.join(optimising)} (0 steps optimise nothing; "
+                            f"the {jobs.CONTROL} method is the control that optimises nothing), got 0")
+
+
 def cmd_protect(args) -> int:
     limits.eps(args.eps, "--eps")
     if args.steps is not None:
         limits.steps(args.steps, "--steps")
     limits.seed(args.seed, "--seed")
     check_step_size(args)
+    check_steps(args.steps, [args.method])
+    job = jobs.Job(method=args.method, eps=args.eps, steps=args.steps, preset=args.preset, seed=args.seed,
+                   robust=args.robust, step_size=args.step_size, random_start=not args.no_random_start)
     source, output = Path(args.input), Path(args.output)
     if source.is_dir():
-        files = io.list_images(source)
-        if not files:
+        images = io.list_images(source)
+        if not images:
             raise io.InputError(f"{source}: no images in this folder")
         if output.resolve() == source.resolve():
             raise io.InputError("the output folder must differ from the input folder (originals are never overwritten)")
         if output.exists() and not output.is_dir():
             raise io.InputError(f"{output}: exists and is not a folder")
-        jobs = [(f, output / output_name(f, files)) for f in files]
+        pairs = [(f, output / output_name(f, images)) for f in images]
     else:
         if not source.exists():
             raise io.InputError(f"{source}: no such file")
@@ -141,19 +166,19 @@ def cmd_protect(args) -> int:
             raise io.InputError(f"{output}: the guarded image is written as PNG (lossless); name it .png")
         if output.resolve() == source.resolve():
             raise io.InputError("the output must differ from the input (originals are never overwritten)")
-        jobs = [(source, output)]
+        pairs = [(source, output)]
         io.load_image(source)  # an unreadable image is refused now, not after the model has loaded
     args.device = distributed.device(args.device)  # several processes (accelerate launch): each its own GPU
     target = load(args)
     # each process protects its share of the images (one process: all of them); several processes'
     # per-image bars would interleave, so then the main process shows one bar of images instead
-    each = argparse.Namespace(**{**vars(args), "quiet": args.quiet or distributed.processes() > 1})
-    failed = distributed.protect_all(jobs, lambda path, out: protect_one(target, path, out, each),
+    quiet = args.quiet or distributed.processes() > 1
+    failed = distributed.protect_all(pairs, lambda path, out: protect_one(target, path, out, job, quiet),
                                      folder=output if source.is_dir() else output.parent, progress=not args.quiet)
     if not distributed.is_main():
         return 0  # the main process reports for all, and exits last (torchrun stops the others at a failure)
     if failed:
-        print(f"{len(jobs) - len(failed)} of {len(jobs)} images protected; skipped: "
+        print(f"{len(pairs) - len(failed)} of {len(pairs)} images protected; skipped: "
               f"{', '.join(p.name for p, _ in failed)}", file=sys.stderr)
         return 1
     return 0
@@ -168,11 +193,14 @@ def cmd_evaluate(args) -> int:
     if not files:
         raise io.InputError(f"{args.images}: no images in this folder")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    from .methods import METHODS
-
-    unknown = [m for m in methods if m not in METHODS]
-    if not methods or unknown:
-        raise io.InputError(f"--methods must be some of {','.join(METHODS)}, got {args.methods!r}")
+    if not methods:
+        raise io.InputError(f"--methods is a comma-separated list of methods (e.g. noise,vidfreeze), "
+                            f"got {args.methods!r}")
+    for method in methods:
+        try:
+            jobs.check_method(method)
+        except io.InputError as e:
+            raise io.InputError(f"--methods: {e}") from None
     try:
         eps = [int(e) for e in args.eps.split(",") if e.strip()]
     except ValueError:
@@ -186,15 +214,14 @@ def cmd_evaluate(args) -> int:
         limits.eps(e, "--eps")
     if args.steps is not None:
         limits.steps(args.steps, "--steps")
-    limits.frames(args.frames, "--frames")
-    limits.video_steps(args.video_steps, "--video-steps")
+    check_steps(args.steps, methods)
+    frames = limits.frames(args.frames, "--frames")
+    video_steps = limits.video_steps(args.video_steps, "--video-steps")
     limits.seed(args.seed, "--seed")
-    if (Path(args.output) / "results.csv").exists() and not args.overwrite:
-        raise io.InputError(f"{args.output} already holds a report (results.csv): choose another folder, "
-                            "or add --overwrite to replace it")
+    evaluate.check_report_folder(args.output, args.overwrite)
     config = evaluate.EvalConfig(methods=methods, eps=eps, steps=args.steps, preset=args.preset, seed=args.seed,
                                  video_seeds=evaluate.video_seeds(args.video_seeds), robust=args.robust,
-                                 frames=args.frames, video_steps=args.video_steps, working_size=args.working_size)
+                                 frames=frames, video_steps=video_steps, working_size=args.working_size)
     args.device = distributed.device(args.device)  # several processes (accelerate launch): each its own GPU
     target = load(args)
     command = shlex.join([*distributed.command_prefix(), *sys.argv[1:]])
@@ -238,14 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="mp4 file to write")
     add_model_options(p, "seed of the video")
     p.add_argument("--frames", type=int, default=None,
-                   help=f"frames to generate, 2..{limits.MAX_FRAMES} (default: the model's)")
+                   help=f"frames to generate, 2..{limits.MAX_FRAMES}, or 0 for the model's (the default)")
     p.add_argument("--steps", type=int, default=None,
-                   help=f"denoising steps, 1..{limits.MAX_VIDEO_STEPS} (default: the model's)")
+                   help=f"denoising steps, 1..{limits.MAX_VIDEO_STEPS}, or 0 for the model's (the default)")
     p.add_argument("--fps", type=int, default=7, help="frame rate of the written mp4 (default 7)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_animate)
-
-    from .methods import METHODS
 
     p = sub.add_parser("protect", help="guard an image (or every image of a folder)")
     p.add_argument("input", help="an image, or a folder of images")
@@ -278,8 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="fast", choices=["fast", "reference"],
                    help="method settings of guard/presets.py: fast (default) or the slow reference")
     p.add_argument("--robust", action="store_true", help="protect through random JPEG/resize/crop (EOT)")
-    p.add_argument("--frames", type=int, default=None, help="frames per video (default: the model's)")
-    p.add_argument("--video-steps", type=int, default=None, help="denoising steps per video (default: the model's)")
+    p.add_argument("--frames", type=int, default=None,
+                   help=f"frames per video, 2..{limits.MAX_FRAMES}, or 0 for the model's (the default)")
+    p.add_argument("--video-steps", type=int, default=None,
+                   help=f"denoising steps per video, 1..{limits.MAX_VIDEO_STEPS}, or 0 for the model's (the default)")
     p.add_argument("--working-size", action="store_true",
                    help="center-crop and resize each photo to the model's working size first, and guard and judge it "
                    "there (guard's behaviour before it guarded photos at their own size; for comparison)")
@@ -302,7 +329,9 @@ def main(argv=None) -> int:
     quiet_third_party(verbose=args.verbose)
     try:
         return args.func(args)
-    except (io.InputError, ValueError, OSError) as e:
+    except (io.InputError, OSError) as e:  # a refusal of what the person gave, or a file that cannot be used
+        if args.verbose:  # where it was refused, for whoever reads the code
+            logger.exception("%s refused:", args.command)
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
