@@ -5,13 +5,13 @@
 
 Guards a W x H photo (default 4000 x 3000: an example photo enlarged, with a fine texture added so that
 it is not smooth; `--size` takes several) with the app's default protection (Vid-Freeze, "fast" preset,
-eps 8/255) and prints:
-- the protection at full size: setup seconds (the method's clean references, once per view kind),
-  seconds per PGD step (mean of the steps after the first), total, and the peak memory during the
-  protection: on the CPU the process's peak resident memory (VmHWM, reset just before; the loaded
-  model is part of it, so the resident memory before the protection is printed too), on CUDA
-  `torch.cuda.max_memory_allocated`;
-- the same protection of the center-cropped working-size image (`PGDConfig(working_size=True)`, what
+eps 8/255), through `guard.jobs` as the app and the CLI run it, and prints:
+- the protection at full size: setup seconds (`Protection.setup_seconds`: the method's clean
+  references, every view kind's), seconds per PGD step (`Protection.step_seconds`: the mean of the
+  steps after the first), total, and the peak memory during the protection: on the CPU the process's
+  peak resident memory (VmHWM, reset just before; the loaded model is part of it, so the resident
+  memory before the protection is printed too), on CUDA `torch.cuda.max_memory_allocated`;
+- the same protection of the center-cropped working-size image (`Job(working_size=True)`, what
   guard did before it guarded photos at their own size): what full size adds;
 - a 1-step video from the working-size image and from the full-size photo (the pipeline's own resize
   of a large photo), writing the guarded PNG and measuring PSNR / SSIM at full size (what the CLI and
@@ -24,6 +24,7 @@ eps 8/255) and prints:
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -82,46 +83,17 @@ def load(model: str, device: str):
     return load_target(model, device=device)
 
 
-def timed_protection(target, image, method_name, eps, steps, working_size, device):
-    """protect() with its setup and steps timed; returns (result, numbers)."""
-    from guard.methods import get_method
-    from guard.optimize import PGDConfig, protect
-    from guard.presets import settings_for
+def timed_protection(target, image, job, device):
+    """`jobs.protect_photo` with its memory measured; returns (protection, numbers)."""
+    from guard.jobs import protect_photo
 
-    preset_steps, params = settings_for(method_name, "fast", target)
-    steps = steps or preset_steps
-    method = get_method(method_name, **params)
-    setups, marks, step_times = [], {}, []
-    setup = type(method).setup
-
-    def timed_setup(self, *args, **kwargs):  # patched on the class: the per-view copies run it too
-        t = time.perf_counter()
-        setup(self, *args, **kwargs)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        setups.append(time.perf_counter() - t)
-        marks["last"] = time.perf_counter()
-
-    def on_step(step, total, terms):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        now = time.perf_counter()
-        step_times.append(now - marks["last"])
-        marks["last"] = now
-
-    type(method).setup = timed_setup
     reset_peak(device)
     before = rss_gib()
-    start = time.perf_counter()
-    try:
-        result = protect(target, image, method, PGDConfig(eps=eps / 255, steps=steps, seed=0,
-                                                          working_size=working_size), callback=on_step)
-    finally:
-        type(method).setup = setup
-    total = time.perf_counter() - start
-    per_step = float(np.mean(step_times[1:] or step_times))  # the first step warms up
-    return result, dict(steps=steps, setups=setups, per_step=per_step, first_step=step_times[0], total=total,
-                        peak=peak_gib(device), rss_before=before)
+    result = protect_photo(target, image, job)
+    steps = result.step_seconds or [math.nan]  # the noise control takes none
+    per_step = float(np.mean(steps[1:] or steps))  # the first step warms up
+    return result, dict(steps=len(result.step_seconds), setup=result.setup_seconds, per_step=per_step,
+                        first_step=steps[0], total=result.seconds, peak=peak_gib(device), rss_before=before)
 
 
 def main() -> int:
@@ -140,6 +112,7 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from guard import metrics
     from guard.io import save_png
+    from guard.jobs import Job, VideoOptions, animate
     from guard.quiet import quiet_third_party
 
     quiet_third_party()
@@ -157,10 +130,11 @@ def main() -> int:
         (f"full size {w}x{h}", (w, h), False) for w, h in sizes]
     for label, (width, height), working_size in runs:
         image = twelve_megapixels(width, height)
-        result, n = timed_protection(target, image, args.method, args.eps, args.steps, working_size, args.device)
+        job = Job(method=args.method, eps=args.eps, steps=args.steps, seed=0, working_size=working_size)
+        result, n = timed_protection(target, image, job, args.device)
         print(f"{args.method} eps {args.eps}/255, {n['steps']} steps, {label}: "
               f"{result.image.width}x{result.image.height} "
-              f"PNG | setup {' + '.join(f'{s:.1f}' for s in n['setups'])} s, first step {n['first_step']:.2f} s, "
+              f"PNG | setup {n['setup']:.1f} s, first step {n['first_step']:.2f} s, "
               f"then {n['per_step']:.2f} s/step, total {n['total']:.1f} s | peak {n['peak']:.2f} {unit} "
               f"(resident before: {n['rss_before']:.2f} GiB)", flush=True)
     # what a full-size photo adds to a video: the pipeline's own resize (and SVD's CLIP branch, which
@@ -170,7 +144,7 @@ def main() -> int:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         t = time.perf_counter()
-        target.generate(picture, seed=0, num_inference_steps=1)
+        animate(target, picture, 0, VideoOptions(video_steps=1))
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         seconds[name] = time.perf_counter() - t

@@ -7,8 +7,10 @@ with random weights (timing depends on shapes, not on weight values) and prints:
   - one attack-shaped step: loss on the temporal attention maps + the denoiser output, gradient to
     the image; seconds and peak GPU memory;
   - with --protect: protection cost per method for the reference and the fast settings
-    (guard/presets.py): frames attacked, seconds per step, steps, setup seconds, total, peak memory.
-    Totals are setup + steps x (mean of --timed-steps timed steps), labelled "est." when extrapolated.
+    (guard/presets.py), run through `guard.jobs` as the app runs it: frames attacked, seconds per step
+    and setup seconds (`Protection.step_seconds`, `Protection.setup_seconds`), steps, total, peak
+    memory. Totals are setup + steps x (mean of --timed-steps timed steps), labelled "est." when
+    extrapolated.
     For CogVideoX every row also counts the transformer calls whose positional embedding differs from
     generation's (diffusers' sin-cos substitution at another frame count): it must read 0.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -142,37 +145,25 @@ def bench_attack_step(target, repeats=2):
 
 def bench_protection(target, method_name, preset, timed_steps):
     """Setup time (clean references, V0) and mean step time of a protection; total = setup + steps x step."""
-    from guard.methods import get_method
-    from guard.optimize import PGDConfig, protect
-    from guard.presets import settings_for
+    from guard.jobs import Job, protect_photo
 
-    steps, params = settings_for(method_name, preset, target)
-    method = get_method(method_name, **params)
-    marks, step_times = {}, []
-    setup = method.setup
-
-    def timed_setup(*args, **kwargs):
-        t = time.perf_counter()
-        setup(*args, **kwargs)
-        sync()
-        marks["setup"] = marks["last"] = time.perf_counter()
-        marks["setup"] -= t
-
-    def on_step(step, total, terms):
-        sync()
-        now = time.perf_counter()
-        step_times.append(now - marks["last"])
-        marks["last"] = now
-
-    method.setup = timed_setup
+    job = Job(method=method_name, preset=preset, seed=0)
+    method, config = job.build(target)  # the preset's steps and parameters on this model
+    steps = config.steps
     reset()
     n = min(steps, timed_steps)
     with positional_check(target) as substituted:
-        protect(target, photo(target), method, PGDConfig(steps=n, seed=0), callback=on_step)
-    per_step = float(np.mean(step_times[1:] or step_times or [0.0]))  # the first step warms up
-    return dict(steps=steps, per_step=per_step, setup=marks.get("setup", 0.0), peak=peak_gib(),
-                total=marks.get("setup", 0.0) + steps * per_step, estimated=n < steps, params=params,
-                frames=params.get("frames") or target.num_frames, substituted=substituted)
+        result = protect_photo(target, photo(target), dataclasses.replace(job, steps=n))
+    per_step = float(np.mean(result.step_seconds[1:] or result.step_seconds or [0.0]))  # the first step warms up
+    return dict(steps=steps, per_step=per_step, setup=result.setup_seconds, peak=peak_gib(),
+                total=result.setup_seconds + steps * per_step, estimated=n < steps, params=changed(method),
+                frames=getattr(method, "frames", None) or target.num_frames,
+                substituted=substituted)
+
+
+def changed(method) -> dict:
+    """The method's parameters that differ from its defaults (what the preset sets)."""
+    return {f.name: getattr(method, f.name) for f in dataclasses.fields(method) if getattr(method, f.name) != f.default}
 
 
 @contextlib.contextmanager

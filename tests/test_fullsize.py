@@ -1,4 +1,4 @@
-"""Photos guarded at their own size (issue 13): the differentiable resize is the pipeline's, the PNG has
+"""Photos guarded at their own size: the differentiable resize is the pipeline's, the PNG has
 the photo's size, orientation and colour profile, every pixel within eps, byte-identical per seed."""
 
 import io as _io
