@@ -61,7 +61,7 @@ def cmd_animate(args) -> int:
     # every input is checked before the model loads (loading takes seconds; a typo should not), named
     # as the option the person typed; what only the model can tell (its frame counts) right after
     options = jobs.VideoOptions(frames=limits.frames(args.frames, "--frames"),
-                                video_steps=limits.video_steps(args.steps, "--steps"))
+                                video_steps=limits.video_steps(args.video_steps, "--video-steps"))
     limits.seed(args.seed, "--seed")
     limits.fps(args.fps, "--fps")
     check_output(args.output, ".mp4", "the video is written as H.264 mp4")
@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(p, "seed of the video")
     p.add_argument("--frames", type=int, default=None,
                    help=f"frames to generate, 2..{limits.MAX_FRAMES}, or 0 for the model's (the default)")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--video-steps", type=int, default=None,
                    help=f"denoising steps, 1..{limits.MAX_VIDEO_STEPS}, or 0 for the model's (the default)")
     p.add_argument("--fps", type=int, default=7, help="frame rate of the written mp4 (default 7)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

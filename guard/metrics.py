@@ -6,7 +6,7 @@ Three questions, one function family each:
   `motion`)
 - disruption: how far is the video made from the guarded photo from the one made from the original?
   (`disruption`, and `compare_videos`, which gives a flat table row of all of it)
-plus the "posted online" transformations used for robustness rows (`jpeg`, `resize_roundtrip`).
+plus `jpeg`, the compression step of the "posted online" transformation (`guard.report.posted`).
 
 Input contract (unlike the float tensors of `guard.targets`, these are what gets saved and shown):
 - an image is a uint8 array (H, W, 3), RGB, values 0..255;
@@ -259,24 +259,3 @@ def jpeg(image: np.ndarray, quality: int = 75) -> np.ndarray:
     buffer.seek(0)
     with PIL.Image.open(buffer) as decoded:
         return np.asarray(decoded.convert("RGB"), dtype=np.uint8).copy()
-
-
-def resize_roundtrip(image: np.ndarray, scale: float = 0.75) -> np.ndarray:
-    """Resizes an image by `scale` and back to its size, as a platform's downscaling would.
-
-    Down with `cv2.INTER_AREA` (what OpenCV recommends for shrinking; it averages the perturbation away
-    the way a box filter does), back up with `cv2.INTER_LINEAR`. Deterministic.
-
-    Args:
-        image: (H, W, 3), uint8 or float in [0, 1].
-        scale: in (0, 1]; the intermediate size is round(H * scale) x round(W * scale), at least 1 px.
-
-    Returns:
-        uint8 (H, W, 3).
-    """
-    if not 0.0 < scale <= 1.0:
-        raise ValueError(f"`scale` must be in (0, 1], got {scale!r}")
-    image = _as_uint8("image", image, ndim=3)
-    h, w = image.shape[:2]
-    small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)

@@ -194,14 +194,14 @@ def test_verbose_logs_the_traceback_of_a_refusal(tmp_path, caplog, capsys):
 
 
 def test_help_and_checks_agree_on_zero_as_the_models_default(no_model, capsys, tmp_path):
-    """animate --help offers 0 for --frames and --steps (the model's default), and the checks accept it."""
+    """animate --help offers 0 for --frames and --video-steps (the model's default), and the checks accept it."""
     with pytest.raises(SystemExit):
         main(["animate", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--frames FRAMES frames to generate, 2..49, or 0 for the model's (the default)" in text
-    assert "--steps STEPS denoising steps, 1..50, or 0 for the model's (the default)" in text
+    assert "--video-steps VIDEO_STEPS denoising steps, 1..50, or 0 for the model's (the default)" in text
     with pytest.raises(AssertionError, match="a model was loaded"):  # 0 passed every check
-        main(["animate", str(EXAMPLE), "-o", str(tmp_path / "a.mp4"), "--frames", "0", "--steps", "0"])
+        main(["animate", str(EXAMPLE), "-o", str(tmp_path / "a.mp4"), "--frames", "0", "--video-steps", "0"])
 
 
 # -- refusals: every bound of the app, checked before any model loads ----------------------------------
@@ -220,8 +220,9 @@ def no_model(monkeypatch):
     (["animate", str(EXAMPLE), "-o", "out.mp4", "--frames", "-1"],
      "--frames must be 0 (the model's default) or a whole number between 2 and 49, got -1"),
     (["animate", str(EXAMPLE), "-o", "out.mp4", "--frames", "1"], "--frames must be 0"),
-    (["animate", str(EXAMPLE), "-o", "out.mp4", "--steps", "-1"], "--steps must be between 0 and 50, got -1"),
-    (["animate", str(EXAMPLE), "-o", "out.mp4", "--steps", "100000"], "--steps must be between 0 and 50, got 100000"),
+    (["animate", str(EXAMPLE), "-o", "out.mp4", "--video-steps", "-1"], "--video-steps must be between 0 and 50, got -1"),
+    (["animate", str(EXAMPLE), "-o", "out.mp4", "--video-steps", "100000"],
+     "--video-steps must be between 0 and 50, got 100000"),
     (["animate", str(EXAMPLE), "-o", "out.mp4", "--seed", "-3"], "--seed must be between 0 and 2147483647, got -3"),
     (["animate", str(EXAMPLE), "-o", "out.mp4", "--fps", "0"], "--fps must be between 1 and 60, got 0"),
     (["animate", str(EXAMPLE), "-o", "out.gif"], "name it .mp4"),

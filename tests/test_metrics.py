@@ -165,18 +165,6 @@ def test_jpeg_changes_image_keeps_shape_dtype_and_is_deterministic():
     assert metrics.psnr(img, low) < metrics.psnr(img, high)
 
 
-def test_resize_roundtrip_keeps_shape_and_removes_fine_noise():
-    flat = np.full((48, 64, 3), 77, dtype=np.uint8)
-    np.testing.assert_array_equal(metrics.resize_roundtrip(flat, scale=0.5), flat)
-    noise = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
-    out = metrics.resize_roundtrip(noise, scale=0.75)
-    assert out.shape == noise.shape and out.dtype == np.uint8
-    assert metrics.psnr(noise, out) < 20  # pixel-level noise does not survive
-
-
-# --- bad inputs -------------------------------------------------------------------------------------
-
-
 def test_mismatched_shapes_raise_value_error_naming_arguments():
     img = smooth_texture()
     with pytest.raises(ValueError, match=r"`original` and `guarded`.*\(64, 64, 3\) and \(32, 32, 3\)"):
@@ -199,7 +187,6 @@ def test_mismatched_shapes_raise_value_error_naming_arguments():
         (lambda: metrics.jpeg(np.full((8, 8, 3), 2.0)), r"`image` is a float array.*\[0, 1\]"),
         (lambda: metrics.jpeg(np.zeros((8, 8, 3), np.int32)), r"`image` must be uint8.*int32"),
         (lambda: metrics.jpeg(np.zeros((8, 8, 3), np.uint8), quality=0), r"`quality`.*got 0"),
-        (lambda: metrics.resize_roundtrip(np.zeros((8, 8, 3), np.uint8), scale=1.5), r"`scale`.*got 1.5"),
     ],
 )
 def test_bad_inputs_raise_value_error(call, match):
