@@ -249,3 +249,21 @@ def test_bad_parameters_name_the_field():
         from guard.methods.base import target_image
 
         target_image("blue", torch.zeros(1, 3, 8, 8))
+
+
+@pytest.mark.parametrize("target_name", TARGETS)
+@pytest.mark.parametrize("buckets, expected", [((5, 5), {"motion_bucket_id": 5}), (None, {})])
+def test_freeze_hands_its_motion_bucket_to_the_target(target_name, photo, monkeypatch, buckets, expected):
+    """Freeze draws a motion bucket whenever `buckets` is set and hands it to the target's condition,
+    whatever the family (one with no motion bucket ignores it: the target's business, so the recording
+    below does not pass it on); with None it hands none (the model's own)."""
+    target = load(target_name)
+    calls, condition = [], target.condition
+
+    def recording(image, generator=None, **options):
+        calls.append(options)
+        return condition(image, generator)
+
+    monkeypatch.setattr(target, "condition", recording)
+    protect(target, photo, get_method("freeze", buckets=buckets, noise_draws=1), PGDConfig(steps=1))
+    assert calls and all(options == expected for options in calls), calls  # every setup's and step's call
