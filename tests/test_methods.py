@@ -245,10 +245,10 @@ def test_bad_parameters_name_the_field():
         PGDConfig(scales=(1.1, 0.9))
     with pytest.raises(ValueError, match="unknown method"):
         get_method("nope")
-    with pytest.raises(ValueError, match="target"):
-        from guard.methods.base import target_image
+    with pytest.raises(ValueError, match="pull_toward"):
+        from guard.methods.base import pull_toward_image
 
-        target_image("blue", torch.zeros(1, 3, 8, 8))
+        pull_toward_image("blue", torch.zeros(1, 3, 8, 8))
 
 
 @pytest.mark.parametrize("target_name", TARGETS)

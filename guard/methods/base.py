@@ -22,8 +22,9 @@ class Method:
     Every randomness comes from `generator`, the protection's own (seeded with `PGDConfig.seed`).
     In robust mode loss() also gets that step's `transform` (`guard.optimize.Transform`): the method
     applies it to the guarded image and to every reference computed from the clean image, so that a
-    transformed guarded image is never compared with an untransformed reference. Targets (the gray
-    image, the target video) are what the model should see whatever happened to the photo: kept."""
+    transformed guarded image is never compared with an untransformed reference. What a loss pulls
+    toward (the gray image, the target video) is what the model should see whatever happened to the
+    photo: kept."""
 
     name = ""
     uses_gradient = True
@@ -45,8 +46,8 @@ class Method:
                 setattr(self, key, None)
 
 
-def target_image(kind: str, like: torch.Tensor) -> torch.Tensor:
-    """The image an encoder attack pulls toward, shaped like `like` (B, 3, H, W) in [0, 1].
+def pull_toward_image(kind: str, like: torch.Tensor) -> torch.Tensor:
+    """The image an encoder attack pulls toward (`pull_toward`), shaped like `like` (B, 3, H, W) in [0, 1].
 
     "gray": a flat mid-gray image (PhotoGuard's demo target): the latent of a picture with no content.
     "pattern": a fixed high-contrast stripe pattern (as Mist-style attacks use): the latent of a
@@ -58,7 +59,7 @@ def target_image(kind: str, like: torch.Tensor) -> torch.Tensor:
         yy, xx = torch.meshgrid(torch.arange(h, device=like.device), torch.arange(w, device=like.device), indexing="ij")
         stripes = ((xx + yy) // 8 % 2).to(like.dtype)
         return torch.stack([stripes, 1 - stripes, stripes], dim=0).expand(b, 3, h, w).clone()
-    raise ValueError(f"target must be 'gray' or 'pattern', got {kind!r}")
+    raise ValueError(f"pull_toward must be 'gray' or 'pattern', got {kind!r}")
 
 
 def static_video_latents(target: Target, image: torch.Tensor, num_frames: int) -> torch.Tensor:

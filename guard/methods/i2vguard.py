@@ -1,7 +1,7 @@
 """I2VGuard (Gui et al., CVPR 2025): spatial, temporal and diffusion attacks, as in its Algorithm 1.
 
-    x_src, x_tg = E(I_src), E(I_tg)               # VAE latents of the image and of a target image
-    V0 = P(I_src);  X0, X_tg = E(V0), E(V_tg)      # clean video and target video, in latent space
+    x_src, x_tg = E(I_src), E(I_tg)               # VAE latents of the image and of the image pulled toward
+    V0 = P(I_src);  X0, X_tg = E(V0), E(V_tg)      # clean video and video pulled toward, in latents
     each step:  X_t = S(X0)                        # noise the clean video at a random level
         L_enc = ||E(I_adv) - x_tg||^2                                      # spatial attack
         X0hat = G(X_t, E(I_adv));  L_con = ||X0hat - X_tg||^2 + max(0, tau1 - ||X0hat - X0||^2)
@@ -12,7 +12,7 @@ Choices the paper leaves open, made here (each one is a parameter):
 - Optimiser: the paper updates I_adv by plain gradient steps with rate lambda; we use the shared L-inf
   PGD loop (sign steps, projection onto the eps-ball) so every method has the same, stated budget.
   The ||I_adv - I_src||^2 term is kept with weight `lam_image` although the projection already bounds it.
-- Norms are means over elements, and L_enc and the target part of L_con are divided by their value
+- Norms are means over elements, and L_enc and the pull-toward part of L_con are divided by their value
   at the clean image, so each starts at 1 and weights of 1 balance the terms whatever the model size.
   The hinge thresholds are absolute: tau1 in latent mean-square units (the latents have unit
   variance), tau2 in mean squared row distance of the F x F temporal maps (0 = equal, 2 = disjoint).
@@ -22,7 +22,8 @@ Choices the paper leaves open, made here (each one is a parameter):
 - L_att: the poster writes tau2 - ||A_adv - A_src||^2 without a hinge; we hinge it (max(0, .)) so
   the maps are pushed *at least* tau2 away and the term stops pulling once they are.
 - X0 are the latents the pipeline itself produced for V0 (what E(V0) approximates, without the
-  VAE's round trip); V_tg is a static video of the target image I_tg (mid-gray by default).
+  VAE's round trip); V_tg is a static video of the image pulled toward, I_tg (`pull_toward`: mid-gray
+  by default).
 - V0 is generated with the protection's own seed (`PGDConfig.seed`), never with the seed of a video
   the protection is judged on (`guard evaluate` refuses overlapping seeds).
 - A_src are the temporal maps of the clean image at the same X_t (no gradient).
@@ -30,8 +31,8 @@ Choices the paper leaves open, made here (each one is a parameter):
   every step (or, with `noise_draws=K`, K draws fixed at setup and cycled, so that A_src is computed
   once per draw: the fast preset's saving); no classifier-free guidance in the attack.
 - Robust mode: with a step's transformation t, the clean references are recomputed under t: X0 from
-  t applied to V0's frames (re-encoded), A_src from t(I_src) at the same draw; the target latents and
-  the image term (on the untransformed image) are kept.
+  t applied to V0's frames (re-encoded), A_src from t(I_src) at the same draw; the latents pulled
+  toward (x_tg, X_tg) and the image term (on the untransformed image) are kept.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Method, attention_distance, static_video_latents, target_image, to_pil
+from .base import Method, attention_distance, pull_toward_image, static_video_latents, to_pil
 
 
 @dataclass
@@ -52,7 +53,7 @@ class I2VGuard(Method):
     lam_image: float = 1.0  # weight of ||I_adv - I_src||^2 (Algorithm 1's first term)
     tau1: float = 1.0  # X0hat must be at least this far (latent MSE) from the clean video's latents
     tau2: float = 0.5  # temporal maps must be at least this far (mean squared row distance) from the clean ones
-    target: str = "gray"  # target image I_tg (and static target video V_tg): "gray" or "pattern"
+    pull_toward: str = "gray"  # image I_tg (and its static video V_tg) pulled toward: "gray" or "pattern"
     t_range: tuple[float, float] = (0.0, 1.0)  # fraction of the schedule to draw noise levels from
     frames: int | None = None  # frames of V0 and during the attack (None: the model's default)
     video_steps: int | None = None  # denoising steps of V0 (None: the model's default)
@@ -63,7 +64,7 @@ class I2VGuard(Method):
         num_frames = self.frames or target.num_frames
         self.x_src = x
         with torch.no_grad():
-            tg = target_image(self.target, x)
+            tg = pull_toward_image(self.pull_toward, x)
             self.z_tg = target.image_latents(tg)
             self.enc_scale = (target.image_latents(x) - self.z_tg).pow(2).mean().clamp_min(1e-12)
             # the clean video, made with the protection's own seed (never a seed it is judged on)
@@ -117,9 +118,9 @@ class I2VGuard(Method):
 
         enc = (cond["image_latents"].float() - self.z_tg.float()).pow(2).mean() / self.enc_scale
         X0hat = X0hat.float()
-        con_target = (X0hat - self.X_tg.float()).pow(2).mean() / self.con_scale
+        con_toward = (X0hat - self.X_tg.float()).pow(2).mean() / self.con_scale
         con_away = (X0hat - X0.float()).pow(2).mean()
-        con = con_target + torch.relu(self.tau1 - con_away)
+        con = con_toward + torch.relu(self.tau1 - con_away)
         att_distance = attention_distance(maps_adv, maps_src)
         att = torch.relu(self.tau2 - att_distance)
         image = (x_adv - self.x_src).pow(2).mean()
