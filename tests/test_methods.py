@@ -1,6 +1,7 @@
 """Protection methods on the tiny targets: the budget, determinism, and each loss moving its way."""
 
 import io as _io
+import re
 
 import numpy as np
 import PIL.Image
@@ -249,6 +250,65 @@ def test_bad_parameters_name_the_field():
         from guard.methods.base import pull_toward_image
 
         pull_toward_image("blue", torch.zeros(1, 3, 8, 8))
+
+
+NAN = float("nan")
+BAD_NUMBER = [-0.1, -1, "1", None, NAN, True]  # a loss weight or a hinge threshold
+# per option, values refused: out of range, a wrong type (a string would otherwise fail a comparison
+# with a TypeError), a bool for an int, NaN (which fails no `<` test)
+BAD = {
+    "t_range": [(0.5, 2.0), (0.8, 0.2), (-0.1, 0.5), (0.5,), (0.1, 0.5, 0.9), ("0", 1), "0,1", None, NAN,
+                (NAN, 1.0)],
+    "frames": [1, 0, -3, 2.5, "8", True],
+    "noise_draws": [0, -1, 1.5, "4", True],
+    "buckets": [(0, 256), (-1, 10), (200, 100), (0.5, 10), ("64", 255), "64,255", (64,), 127],
+    "layers": [0, -1, 2.0, "4", False],
+    "video_steps": [0, 1.5, "6", True],
+    "tau1": BAD_NUMBER, "tau2": BAD_NUMBER,
+    "alpha": BAD_NUMBER, "beta": BAD_NUMBER, "gamma": BAD_NUMBER, "lam_image": BAD_NUMBER,
+    "pull_toward": ["blue", "Gray", None, 0],
+    "distribution": ["gaussian", None, 1],
+}
+
+
+def test_every_option_is_checked():
+    """Every option of every method has a check in OPTIONS (one per name, shared by the methods that
+    have it) and bad values in BAD below: a new option cannot go unchecked."""
+    from dataclasses import fields
+
+    from guard.methods.base import OPTIONS
+
+    assert set(BAD) == set(OPTIONS)
+    for name, cls in METHODS.items():
+        unchecked = {f.name for f in fields(cls)} - set(OPTIONS)
+        assert not unchecked, f"{name}: {unchecked} not in OPTIONS"
+
+
+@pytest.mark.parametrize("method_name, field, value", [
+    pytest.param(name, f, value, id=f"{name}-{f}={value!r}")
+    for name, cls in METHODS.items() for f in cls.__dataclass_fields__ for value in BAD[f]])
+def test_bad_option_names_the_field_range_and_value(method_name, field, value):
+    with pytest.raises(ValueError) as raised:
+        get_method(method_name, **{field: value})
+    # "<field> must be <what it accepts>, got <the value>"
+    assert re.fullmatch(rf"{field} must be .+, got {re.escape(repr(value))}", str(raised.value)), raised.value
+
+
+def preset_cases():
+    """(method, params) of every preset, family-specific ones included, and each method's defaults."""
+    from guard.presets import FAST_BY_FAMILY, PRESETS
+
+    cases = [(name, "defaults", {}) for name in METHODS]
+    cases += [(name, preset, params) for name, presets in PRESETS.items() for preset, (_, params) in presets.items()]
+    cases += [(name, f"fast-{family}", params)
+              for family, presets in FAST_BY_FAMILY.items() for name, (_, params) in presets.items()]
+    return [pytest.param(name, params, id=f"{name}-{preset}") for name, preset, params in cases]
+
+
+@pytest.mark.parametrize("method_name, params", preset_cases())
+def test_defaults_and_presets_are_accepted(method_name, params):
+    method = get_method(method_name, **params)
+    assert all(getattr(method, k) == v for k, v in params.items())
 
 
 @pytest.mark.parametrize("target_name", TARGETS)

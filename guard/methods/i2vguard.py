@@ -47,17 +47,17 @@ from .base import Method, attention_distance, pull_toward_image, static_video_la
 @dataclass
 class I2VGuard(Method):
     name = "i2vguard"
-    alpha: float = 1.0  # weight of the spatial (encoder) attack L_enc
-    beta: float = 1.0  # weight of the diffusion (contrastive) attack L_con
-    gamma: float = 1.0  # weight of the temporal (attention) attack L_att
-    lam_image: float = 1.0  # weight of ||I_adv - I_src||^2 (Algorithm 1's first term)
-    tau1: float = 1.0  # X0hat must be at least this far (latent MSE) from the clean video's latents
-    tau2: float = 0.5  # temporal maps must be at least this far (mean squared row distance) from the clean ones
+    alpha: float = 1.0  # weight of the spatial (encoder) attack L_enc, >= 0
+    beta: float = 1.0  # weight of the diffusion (contrastive) attack L_con, >= 0
+    gamma: float = 1.0  # weight of the temporal (attention) attack L_att, >= 0
+    lam_image: float = 1.0  # weight of ||I_adv - I_src||^2 (Algorithm 1's first term), >= 0
+    tau1: float = 1.0  # X0hat must be at least this far (latent MSE, >= 0) from the clean video's latents
+    tau2: float = 0.5  # temporal maps must be at least this far (mean squared row distance, 0..2) from the clean ones
     pull_toward: str = "gray"  # image I_tg (and its static video V_tg) pulled toward: "gray" or "pattern"
-    t_range: tuple[float, float] = (0.0, 1.0)  # fraction of the schedule to draw noise levels from
-    frames: int | None = None  # frames of V0 and during the attack (None: the model's default)
-    video_steps: int | None = None  # denoising steps of V0 (None: the model's default)
-    noise_draws: int | None = None  # None: a fresh (level, noise) every step; K: cycle through K draws
+    t_range: tuple[float, float] = (0.0, 1.0)  # fraction of the schedule to draw noise levels from, in [0, 1]
+    frames: int | None = None  # frames of V0 and during the attack, >= 2 (None: the model's default)
+    video_steps: int | None = None  # denoising steps of V0, >= 1 (None: the model's default)
+    noise_draws: int | None = None  # None: a fresh (level, noise) every step; K >= 1: cycle through K draws
     #   fixed at setup, whose clean maps A_src are computed once (saves a forward pass per step)
 
     def setup(self, target, x, generator):

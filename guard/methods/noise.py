@@ -22,10 +22,6 @@ class Noise(Method):
     uses_gradient = False  # nothing is optimised: the loop calls perturb() once
     distribution: str = "sign"  # "sign": +-eps per pixel channel; "uniform": uniform in [-eps, eps]
 
-    def __post_init__(self):
-        if self.distribution not in ("sign", "uniform"):
-            raise ValueError(f"distribution must be 'sign' or 'uniform', got {self.distribution!r}")
-
     def perturb(self, x: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
         """The control image: x plus noise drawn from `generator`, within eps of x and in [0, 1]."""
         u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)

@@ -33,9 +33,9 @@ from .base import Method, attention_energy, static_video_latents
 @dataclass
 class VidFreeze(Method):
     name = "vidfreeze"
-    t_range: tuple[float, float] = (0.0, 1.0)  # fraction of the schedule to draw noise levels from (1 = noisiest)
-    frames: int | None = None  # frames during the attack (None: the model's default)
-    layers: int | None = None  # attention layers read, the first ones in forward order (None: all)
+    t_range: tuple[float, float] = (0.0, 1.0)  # fraction of the schedule to draw levels from, in [0, 1] (1 = noisiest)
+    frames: int | None = None  # frames during the attack, >= 2 (None: the model's default)
+    layers: int | None = None  # attention layers read, >= 1, the first ones in forward order (None: all)
 
     def setup(self, target, x, generator):
         self.x = x
