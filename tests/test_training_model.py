@@ -87,6 +87,20 @@ def test_first_frame_weights_reach_frame_0_alone():
         rec = torch.zeros(B * F, 3, 8, 8)
         x = err[:, :, :3].flatten(0, 1)
         assert torch.isclose(first_frame_error(rec - x, F), torch.tensor(0.5 + 0.25 if frame == 0 else 0.0))
-    still_only = torch.randn(B, F, 4, 8, 8)  # the still term: frame-to-frame error on bucket-0 clips only
-    assert torch.isclose(denoising_loss(still_only, weight, bucket, still_td=1.0) - denoising_loss(still_only, weight, bucket),
-                         (weight[:1] * (still_only[:1] - still_only[:1].mean(1, keepdim=True)).square()).sum() / still_only.numel())
+
+
+def test_the_still_term_weighs_the_flicker_of_still_clips_alone():
+    """train.py --still-td: on a still clip (bucket 0), an error that flips between frames costs more
+    with the weight; its steady part costs the same, and so does any error on a moving clip."""
+    from training.train import denoising_loss
+
+    B, F = 3, 4
+    weight, bucket = torch.full((B, 1, 1, 1, 1), 2.0), torch.tensor([0, 60, 127])
+    flips = torch.tensor([1.0, -1.0, 1.0, -1.0])[:, None, None, None]  # frame to frame; 0 over the clip
+    for clip in range(B):
+        for flicker in (0.0, 0.5):
+            err = torch.zeros(B, F, 4, 8, 8)
+            err[clip] = 0.3 + flicker * flips  # a steady error of 0.3, and the flicker about it
+            extra = denoising_loss(err, weight, bucket, still_td=3.0) - denoising_loss(err, weight, bucket)
+            # the flicker's square, weighted, on one clip of B
+            assert torch.isclose(extra, torch.tensor(3.0 * 2 * flicker**2 / B if clip == 0 else 0.0), atol=1e-6), (clip, flicker)
