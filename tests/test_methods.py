@@ -40,9 +40,13 @@ def test_budget_and_determinism(target_name, method_name, photo, tmp_path):
     from guard.io import save_png
 
     path = save_png(a.image, tmp_path / "guarded.png")
+    # an 8-bit PNG: Pillow reads a 16-bit one as 8-bit "RGB" too, so its header is read (signature,
+    # IHDR: width, height, then bit depth 8 and colour type 2 = RGB)
+    header = path.read_bytes()[:26]
+    assert header[12:16] == b"IHDR" and header[24:26] == bytes([8, 2]), header[24:26]
     saved = np.asarray(PIL.Image.open(path), dtype=np.int16)
     original = np.asarray(a.original, dtype=np.int16)
-    assert saved.shape == original.shape and saved.dtype == np.int16
+    assert saved.shape == original.shape  # the photo's size, three channels
     assert np.abs(saved - original).max() <= 4  # the bound holds on the saved 8-bit PNG
     assert np.abs(saved - original).max() > 0  # and it changed the image
     assert png_bytes(a.image) == png_bytes(b.image)  # same seed, byte-identical PNG
