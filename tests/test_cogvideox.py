@@ -1,7 +1,9 @@
-"""The CogVideoX target on the tiny random-weight config: shapes, ranges, gradients, attention maps,
-determinism."""
+"""What is particular to the CogVideoX target, on the tiny random-weight configs: its working size, its
+integer noise levels, its frame-to-frame attention maps (against the full softmax, the stock processor,
+gradient checkpointing, maps_only), its video latents' space, the frame counts it refuses, and the
+positional embedding the attacks see. What every family must do is checked in tests/test_targets.py."""
 
-import numpy as np
+import PIL.Image
 import pytest
 import torch
 from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0
@@ -31,59 +33,32 @@ def latent_shape(target):
     return frames, target.vae.config.latent_channels, target.height // s, target.width // s
 
 
-def test_registry_builds_tiny():
-    from guard.targets import load_target
+def test_working_size():
+    """With no size given: the pipeline's own default for CogVideoX-5b-I2V (its transformer's sample
+    size, 480 x 720 there), read from the pipeline's check_inputs; for CogVideoX1.5, whose config names
+    no single size, the model card's 768 x 1360."""
+    from guard.targets.cogvideox import COGVIDEOX15_SIZE, tiny_cogvideox15
 
-    assert isinstance(load_target("tiny-cogvideox"), CogVideoXTarget)
+    class Sizes(Exception):
+        pass
 
+    def stop(image, prompt, height, width, *args, **kwargs):
+        raise Sizes(height, width)
 
-def test_working_resolution(tiny, photo):
-    assert (tiny.height, tiny.width, tiny.num_frames, tiny.num_inference_steps) == (64, 96, 17, 3)
-    assert tiny.prepare_image(photo).size == (tiny.width, tiny.height)
-    assert "transformer_blocks" in tiny.attention_layers
-
-
-def test_condition_shapes(tiny, photo):
-    x = image_tensor(tiny, photo)
-    cond = tiny.condition(x)
-    f, c, h, w = latent_shape(tiny)
-    assert cond["image_latents"].shape == (1, c, h, w)
-    padded = cond["image_latents_padded"]
-    assert padded.shape == (1, f, c, h, w)
-    assert torch.equal(padded[:, 0], cond["image_latents"]) and not padded[:, 1:].any()
-    assert cond["prompt_embeds"].shape == (1, tiny.transformer.config.max_text_seq_length, 32)
-    assert not cond["prompt_embeds"].requires_grad
-    assert cond["image_rotary_emb"] is not None and cond["ofs"] is None
-    # the posterior mode: no randomness
-    assert torch.equal(tiny.image_latents(x), cond["image_latents"])
+    pipe = tiny_cogvideox().pipe
+    pipe.check_inputs = stop
+    with pytest.raises(Sizes) as sizes:
+        pipe(PIL.Image.new("RGB", (8, 8)), prompt="a")
+    target = CogVideoXTarget(pipe)
+    assert (target.height, target.width) == sizes.value.args
+    target = CogVideoXTarget(tiny_cogvideox15().pipe)
+    assert (target.height, target.width) == COGVIDEOX15_SIZE
 
 
-def test_image_latents_match_pipeline_preprocessing(tiny, photo):
-    """Our [0, 1] -> [-1, 1] path gives the latent the pipeline's preprocessing gives (mode, scaled)."""
-    image = tiny.prepare_image(photo)
-    pixels = tiny.pipe.video_processor.preprocess(image, height=tiny.height, width=tiny.width)
-    with torch.no_grad():
-        theirs = tiny.vae.encode(pixels.unsqueeze(2)).latent_dist.mode()[:, :, 0] * tiny.vae.config.scaling_factor
-        ours = tiny.image_latents(tiny.to_tensor(image))
-    assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
-
-
-def test_noise_levels(tiny):
+def test_noise_levels_are_integer_timesteps(tiny):
     a = tiny.sample_noise_level(256, torch.Generator().manual_seed(0), 0.2, 0.4)
-    b = tiny.sample_noise_level(256, torch.Generator().manual_seed(0), 0.2, 0.4)
-    assert torch.equal(a, b) and a.dtype == torch.int64
+    assert a.dtype == torch.int64
     assert a.min() >= round(0.2 * 999) and a.max() <= round(0.4 * 999) and a.unique().numel() > 10
-    with pytest.raises(ValueError, match="low"):
-        tiny.sample_noise_level(1, None, 0.5, 0.2)
-
-
-def test_predict_x0_inverts_velocity(tiny):
-    g = torch.Generator().manual_seed(0)
-    x0 = torch.randn(4, *latent_shape(tiny), generator=g)
-    noise = torch.randn(x0.shape, generator=g)
-    t = torch.tensor([0, 300, 700, 999])
-    v = tiny.scheduler.get_velocity(x0, noise, t)
-    assert torch.allclose(tiny.predict_x0(tiny.add_noise(x0, noise, t), v, t), x0, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -98,37 +73,6 @@ def step(tiny, photo):
     with tiny.capture_attention() as maps:
         out, x0 = tiny.denoise(noisy, level, cond)
     return x, cond, out, x0, maps, noisy, level
-
-
-def test_denoise_shapes(step):
-    x, cond, out, x0, maps, noisy, level = step
-    assert out.shape == noisy.shape and x0.shape == noisy.shape
-    assert torch.isfinite(out).all() and torch.isfinite(x0).all()
-
-
-@pytest.mark.parametrize("quantity", ["image_latents", "denoiser_output", "predicted_x0", "attention"])
-def test_gradients_reach_image(step, quantity):
-    x, cond, out, x0, maps, noisy, level = step
-    loss = {
-        "image_latents": lambda: cond["image_latents"].square().mean(),
-        "denoiser_output": lambda: out.square().mean(),
-        "predicted_x0": lambda: x0.square().mean(),
-        # off-diagonal mass: what a temporal attack would push on
-        "attention": lambda: sum((m * (1 - torch.eye(m.shape[-1]))).sum() for m in maps),
-    }[quantity]()
-    (grad,) = torch.autograd.grad(loss, x, retain_graph=True)
-    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
-
-
-def test_attention_maps(tiny, step):
-    maps = step[4]
-    config = tiny.transformer.config
-    frames = latent_shape(tiny)[0]
-    assert len(maps) == config.num_layers
-    for m in maps:
-        assert m.shape == (1, config.num_attention_heads, frames, frames)
-        assert (m >= 0).all() and torch.allclose(m.sum(-1), torch.ones(()), atol=1e-5)
-    assert not tiny.attention_store.enabled
 
 
 def test_capture_leaves_output_unchanged(tiny, step):
@@ -182,24 +126,10 @@ def test_maps_with_gradient_checkpointing(tiny, step):
     assert torch.allclose(grad, reference, atol=1e-6, rtol=1e-4)
 
 
-def test_generate_is_seeded(tiny, photo):
-    calls = []
-    a = tiny.generate(photo, seed=0, num_inference_steps=2, return_latents=True,
-                      callback=lambda i, n: calls.append((i, n)))
-    b = tiny.generate(photo, seed=0, num_inference_steps=2, return_latents=True)
-    c = tiny.generate(photo, seed=1, num_inference_steps=2)
-    assert a.frames.shape == (tiny.num_frames, tiny.height, tiny.width, 3) and a.frames.dtype == np.uint8
-    assert np.array_equal(a.frames, b.frames) and torch.equal(a.latents, b.latents)
-    assert not np.array_equal(a.frames, c.frames)
-    assert calls == [(1, 2), (2, 2)]
-    assert a.latents.shape == (1, *latent_shape(tiny)) and c.latents is None
-    assert a.settings["seed"] == 0 and a.settings["model"] == "tiny-cogvideox" and a.settings["num_inference_steps"] == 2
-
-
 def test_video_latents_are_in_the_pipelines_space(tiny, photo):
     """encode_video puts frames where the pipeline's latents live: its `decode_latents` (which divides
     by the scaling factor) turns them into exactly what the VAE's own round trip gives."""
-    video = tiny.generate(photo, seed=0, num_inference_steps=2, return_latents=True)
+    video = tiny.generate(photo, seed=0, num_inference_steps=1, return_latents=True)  # any latents will do
     frames = torch.from_numpy(video.frames).permute(0, 3, 1, 2)[None].float() / 255  # (1, F, 3, H, W)
     with torch.no_grad():
         encoded = tiny.encode_video(frames)

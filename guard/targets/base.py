@@ -1,7 +1,8 @@
 """What a protection method needs from an image-to-video model: the `Target` interface.
 
-One subclass per model family (`svd.py`, `cogvideox.py`). A method only talks to this interface, so a
-method written once runs on every family, and adding a family means adding one file.
+One subclass per model family (`svd.py`, `cogvideox.py`), registered in `guard.targets.FAMILIES`. A
+method only talks to this interface, so a method written once runs on every family, and adding a family
+means adding one file and one registry entry.
 
 Range contract at this boundary: images are float tensors (B, 3, H, W) in [0, 1] at the target's
 working resolution (`target.height`, `target.width`); conversions to [-1, 1] happen inside a target.
@@ -14,12 +15,16 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import PIL.Image
 import torch
 
 from ..resize import center_crop_box
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
 
 
 def normalize_to_neg_one_to_one(x: torch.Tensor) -> torch.Tensor:
@@ -98,10 +103,32 @@ class AttentionStore:
             raise StopForward
 
 
+def declared_options(kind: str) -> frozenset[str]:
+    """Every option of `kind` ("condition" or "generate") that some registered family declares."""
+    from . import FAMILIES  # the registry imports this module
+
+    return frozenset(name for family in FAMILIES.values()
+                     for name in getattr(family.target_class, f"{kind}_options"))
+
+
 class Target:
-    """Base class of an I2V model family. Subclasses implement every method that raises here."""
+    """Base class of an I2V model family. Subclasses implement every method that raises here.
+
+    Options: `condition` and `generate` take keyword options besides their common arguments, and each
+    family declares the ones it has (`condition_options`, `generate_options`). An option that another
+    registered family declares is ignored, so one call serves every family (SVD's `motion_bucket_id`
+    passed to CogVideoX does nothing); a name no family declares raises ValueError (a typo)."""
 
     family: str = ""
+    #: options of `condition` (keyword arguments of `_condition`); one left out takes the target's
+    #: attribute of the same name (its default)
+    condition_options: tuple[str, ...] = ()
+    #: options of `generate` (keyword arguments of `_generate`), each a parameter of the pipeline's
+    #: `__call__` that `generate` passes on under its own name
+    generate_options: tuple[str, ...] = ()
+    #: the diffusers pipeline `generate` runs, and its denoiser (UNet or transformer) `denoise` calls
+    pipe: "DiffusionPipeline"
+    denoiser: torch.nn.Module
     #: working resolution and default video length of the loaded model
     height: int
     width: int
@@ -133,11 +160,27 @@ class Target:
         This is the quantity the encoder (spatial) attacks move."""
         raise NotImplementedError
 
-    def condition(self, image: torch.Tensor, generator: torch.Generator | None = None) -> dict:
-        """Everything the denoiser is conditioned on, computed from the image with gradients.
+    def condition(self, image: torch.Tensor, generator: torch.Generator | None = None, **options) -> dict:
+        """Everything the denoiser is conditioned on, computed from the image with gradients, as the
+        pipeline conditions on it when `generate` is called with the same options and a generator
+        seeded alike (a working-size image marked with `with_photo` stands for that photo).
 
+        options: this family's `condition_options` (others' are ignored; see the class docstring).
         Returns a dict that `denoise` accepts; its "image_latents" entry is `image_latents(image)`."""
+        return self._condition(image, generator, **self._own_options("condition", options))
+
+    def _condition(self, image: torch.Tensor, generator: torch.Generator | None, **options) -> dict:
         raise NotImplementedError
+
+    def _own_options(self, kind: str, options: dict) -> dict:
+        """The options of `kind` ("condition" or "generate") this family declares, out of `options`."""
+        own = getattr(self, f"{kind}_options")
+        known = declared_options(kind) | set(own)
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"{kind} options must be among {', '.join(sorted(known)) or 'none'} (the model "
+                             f"families' own), got {', '.join(map(repr, unknown))}")
+        return {name: value for name, value in options.items() if name in own}
 
     # -- video side -------------------------------------------------------------------------------
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
@@ -148,8 +191,23 @@ class Target:
     def sample_noise_level(self, batch_size: int, generator: torch.Generator | None = None,
                            low: float = 0.0, high: float = 1.0) -> torch.Tensor:
         """Noise levels drawn uniformly from the fraction [low, high] of the sampling schedule
-        (0 = least noise, 1 = most noise), in the family's own units (sigma for SVD, timestep
-        index for CogVideoX). Shape (batch_size,)."""
+        (0 = least noise, 1 = most noise: the level the pipeline starts from), in the family's own
+        units (sigma for SVD, timestep index for CogVideoX). Shape (batch_size,).
+
+        0 <= low <= high <= 1, else ValueError: outside it a family would extrapolate its schedule."""
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValueError(f"noise level range: need 0 <= low <= high <= 1 (fractions of the schedule), "
+                             f"got low={low}, high={high}")
+        return self._sample_noise_level(batch_size, generator, low, high)
+
+    def _sample_noise_level(self, batch_size: int, generator: torch.Generator | None, low: float,
+                            high: float) -> torch.Tensor:
+        raise NotImplementedError
+
+    def noise_levels(self, num_inference_steps: int | None = None) -> torch.Tensor:
+        """The noise level of each denoising step `generate` runs with `num_inference_steps` (None: the
+        model's default), most noise first, in `sample_noise_level`'s units: step k of the pipeline
+        denoises the latents at level `noise_levels(n)[k]`. Shape (num_inference_steps,)."""
         raise NotImplementedError
 
     def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
@@ -212,13 +270,22 @@ class Target:
     # -- generation -------------------------------------------------------------------------------
     def generate(self, image: PIL.Image.Image, seed: int = 0, num_frames: int | None = None,
                  num_inference_steps: int | None = None, return_latents: bool = False,
-                 callback=None, **kwargs) -> Video:
+                 callback=None, **options) -> Video:
         """Make a video from an 8-bit image of any size with the unchanged diffusers pipeline (no
-        gradients). The image goes to the pipeline as it is, which resizes it to the working size
-        (`video_processor.preprocess`: Lanczos, whatever the aspect ratio), as an animator's
-        pipeline would; center-crop first with `prepare_image` to keep its aspect.
+        gradients), seeded with `torch.Generator(device).manual_seed(seed)`. The image goes to the
+        pipeline as it is, which resizes it to the working size (`video_processor.preprocess`:
+        Lanczos, whatever the aspect ratio), as an animator's pipeline would; center-crop first with
+        `prepare_image` to keep its aspect. The frames are the pipeline's own output_type="np"
+        frames, rounded to 8 bits.
 
-        `callback(step, total)` is called after each denoising step."""
+        num_frames, num_inference_steps: None for the model's defaults. `callback(step, total)` is
+        called after each denoising step. options: this family's `generate_options` (others' are
+        ignored; see the class docstring)."""
+        return self._generate(image, seed, num_frames, num_inference_steps, return_latents, callback,
+                              **self._own_options("generate", options))
+
+    def _generate(self, image: PIL.Image.Image, seed: int, num_frames: int | None,
+                  num_inference_steps: int | None, return_latents: bool, callback, **options) -> Video:
         raise NotImplementedError
 
     # -- helpers ---------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""CogVideoX image-to-video (THUDM/CogVideoX-5b-I2V; CogVideoX1.5-5B-I2V loads too).
+"""CogVideoX image-to-video (THUDM/CogVideoX-5b-I2V; CogVideoX1.5-5B-I2V loads too, and its paths
+have their own tiny builder, `tiny_cogvideox15`).
 
 The diffusers pipeline (`CogVideoXImageToVideoPipeline`) runs under `torch.no_grad()`, so an attack
 calls the components itself. Everything below mirrors
@@ -167,6 +168,9 @@ class FrameAttentionRecorder:
 
 class CogVideoXTarget(Target):
     family = "cogvideox"
+    # no motion conditioning: the image, the prompt and the noise level are all the transformer sees
+    condition_options = ()
+    generate_options = ("prompt", "negative_prompt", "guidance_scale", "use_dynamic_cfg")
 
     def __init__(self, pipe: CogVideoXImageToVideoPipeline, name: str = "cogvideox",
                  prompt: str = DEFAULT_PROMPT, num_inference_steps: int = 50,
@@ -181,6 +185,7 @@ class CogVideoXTarget(Target):
             raise ValueError(f"queries_per_frame must be >= 1, got {queries_per_frame}")
         self.pipe, self.name = pipe, name
         self.transformer, self.vae, self.text_encoder = pipe.transformer, pipe.vae, pipe.text_encoder
+        self.denoiser = self.transformer
         for module in (self.transformer, self.vae, self.text_encoder):
             module.requires_grad_(False).eval()
         self.scheduler = pipe.scheduler
@@ -280,7 +285,7 @@ class CogVideoXTarget(Target):
                                                                                    dtype=self.dtype)
         return {"image_rotary_emb": rotary, "ofs": ofs}
 
-    def condition(self, image: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+    def _condition(self, image: torch.Tensor, generator: torch.Generator | None) -> dict:
         """Everything `denoise` needs, for videos of `self.num_frames` frames.
 
         "image_latents" (B, C, h, w) = `image_latents(image)`; "image_latents_padded" (B, F', C, h, w)
@@ -304,17 +309,21 @@ class CogVideoXTarget(Target):
         latents = self.vae.encode(x).latent_dist.mode() * self.vae.config.scaling_factor  # (B, C, F', h, w)
         return latents.transpose(1, 2).to(self.dtype)
 
-    def sample_noise_level(self, batch_size: int, generator: torch.Generator | None = None,
-                           low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    def _sample_noise_level(self, batch_size: int, generator: torch.Generator | None, low: float,
+                            high: float) -> torch.Tensor:
         """Integer timesteps (batch_size,), uniform over [round(low * (T - 1)), round(high * (T - 1))],
         T = the scheduler's num_train_timesteps (1000)."""
-        if not 0.0 <= low <= high <= 1.0:
-            raise ValueError(f"need 0 <= low <= high <= 1, got low={low}, high={high}")
         last = self.scheduler.config.num_train_timesteps - 1
         lo, hi = round(low * last), round(high * last)
         device = generator.device if generator is not None else "cpu"
         t = torch.randint(lo, hi + 1, (batch_size,), generator=generator, device=device)
         return t.to(self.device)
+
+    def noise_levels(self, num_inference_steps: int | None = None) -> torch.Tensor:
+        """The timesteps of the pipeline's steps (integers, most noise first)."""
+        scheduler = type(self.scheduler).from_config(self.scheduler.config)
+        scheduler.set_timesteps(num_inference_steps or self.num_inference_steps, device=self.device)
+        return scheduler.timesteps
 
     def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         """sqrt(alpha_bar_t) x + sqrt(1 - alpha_bar_t) noise (the scheduler's `add_noise`)."""
@@ -378,33 +387,33 @@ class CogVideoXTarget(Target):
 
     # -- generation -------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, image: PIL.Image.Image, seed: int = 0, num_frames: int | None = None,
-                 num_inference_steps: int | None = None, return_latents: bool = False,
-                 callback=None, **kwargs) -> Video:
-        """The unchanged pipeline, seeded with `torch.Generator(device).manual_seed(seed)`; kwargs go
-        to it (prompt defaults to `self.prompt`; guidance_scale, use_dynamic_cfg, ... keep the
-        pipeline's defaults). The latents are returned without the padding frame CogVideoX1.5 adds."""
+    def _generate(self, image: PIL.Image.Image, seed: int, num_frames: int | None, num_inference_steps: int | None,
+                  return_latents: bool, callback, prompt: str | None = None, negative_prompt: str | None = None,
+                  guidance_scale: float | None = None, use_dynamic_cfg: bool | None = None) -> Video:
+        """prompt None: `self.prompt`; the other options None: the pipeline's defaults (guidance 6,
+        no dynamic guidance). The latents are returned without the padding frame CogVideoX1.5 adds."""
         num_frames = num_frames or self.num_frames
         steps = num_inference_steps or self.num_inference_steps
         _, extra = self._latent_frames(num_frames)  # validates num_frames
-        if "prompt_embeds" not in kwargs:
-            kwargs.setdefault("prompt", self.prompt)
-        kwargs.setdefault("max_sequence_length", self.transformer.config.max_text_seq_length)
+        prompt = self.prompt if prompt is None else prompt
+        options = {name: value for name, value in (("negative_prompt", negative_prompt),
+                                                   ("guidance_scale", guidance_scale),
+                                                   ("use_dynamic_cfg", use_dynamic_cfg)) if value is not None}
         image = image.convert("RGB")  # any size: the pipeline resizes it (Target.generate)
 
         generator = torch.Generator(self.device).manual_seed(seed)
-        latents = self.pipe(image, height=self.height, width=self.width, num_frames=num_frames,
+        latents = self.pipe(image, prompt=prompt, height=self.height, width=self.width, num_frames=num_frames,
                             num_inference_steps=steps, generator=generator, output_type="latent",
                             callback_on_step_end=self.step_callback(callback, steps),
-                            **kwargs).frames  # (1, F'+extra, C, h, w)
+                            max_sequence_length=self.transformer.config.max_text_seq_length,
+                            **options).frames  # (1, F'+extra, C, h, w)
         # decode exactly as the pipeline does for output_type="pil": drop padding, decode, 8 bits
         latents = latents[:, extra:]
         video = self.pipe.decode_latents(latents)  # (1, 3, F, H, W) in [-1, 1]
         frames = self.pipe.video_processor.postprocess_video(video=video, output_type="np")[0]  # (F, H, W, 3)
         frames = (frames * 255).round().astype(np.uint8)
         settings = dict(model=self.name, seed=seed, num_frames=num_frames, num_inference_steps=steps,
-                        height=self.height, width=self.width)
-        settings.update({k: v for k, v in kwargs.items() if isinstance(v, (bool, int, float, str))})
+                        height=self.height, width=self.width, prompt=prompt, **options)
         return Video(frames=frames, latents=latents if return_latents else None, settings=settings)
 
 
@@ -433,6 +442,26 @@ def tiny_cogvideox(device="cpu", dtype=torch.float32, seed: int = 0) -> CogVideo
     CogVideoX-5b-I2V. 64 x 96 (480 x 720's aspect), 17 frames (5 latent frames of 4 x 6 tokens), 3 steps.
     Like 5b-I2V it has learned positional embeddings for its own frame count only, so a test can see an
     attack run at another count (diffusers would substitute sin-cos embeddings there)."""
+    pipe = _tiny_pipeline(seed, transformer=dict(use_learned_positional_embeddings=True), vae={})
+    return _tiny_target(pipe, device, dtype, name="tiny-cogvideox")
+
+
+def tiny_cogvideox15(device="cpu", dtype=torch.float32, seed: int = 0) -> CogVideoXTarget:
+    """`tiny_cogvideox` with what CogVideoX1.5-5B-I2V's configs change: latent frames patched in pairs
+    (patch_size_t 2: 17 frames -> 5 latent frames, which the pipeline pads to 6 with a leading frame),
+    no bias in the patch embedding, an ofs embedding (its width is the time embedding's, to which it is
+    added), rotary positions only (any 1 + 4k frames), and a VAE with invert_scale_latents (image latents
+    divided by its scaling factor, 0.7 as in 1.5). Working size 64 x 96 given explicitly, as 1.5's
+    config names no single size."""
+    pipe = _tiny_pipeline(seed, transformer=dict(patch_size_t=2, patch_bias=False, ofs_embed_dim=8,
+                                                 use_learned_positional_embeddings=False),
+                          vae=dict(invert_scale_latents=True, scaling_factor=0.7))
+    return _tiny_target(pipe, device, dtype, name="tiny-cogvideox15", height=64, width=96)
+
+
+def _tiny_pipeline(seed: int, transformer: dict, vae: dict) -> CogVideoXImageToVideoPipeline:
+    """The tiny I2V pipeline, float32 on the CPU; `transformer` and `vae`: config entries that differ
+    between the tiny builders."""
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
@@ -443,14 +472,14 @@ def tiny_cogvideox(device="cpu", dtype=torch.float32, seed: int = 0) -> CogVideo
         sample_width=12, sample_height=8,  # latents: 96 / 8, 64 / 8
         sample_frames=17,  # latent frames: (17 - 1) / 4 + 1 = 5 (odd, as the VAE decoder needs: 49 -> 13)
         patch_size=2, temporal_compression_ratio=4, max_text_seq_length=16,
-        use_rotary_positional_embeddings=True, use_learned_positional_embeddings=True,
+        use_rotary_positional_embeddings=True, **transformer,
     )
     torch.manual_seed(seed)
     vae = AutoencoderKLCogVideoX(
         in_channels=3, out_channels=3,
         down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4,
         block_out_channels=(8, 8, 8, 8), latent_channels=4, layers_per_block=1, norm_num_groups=2,
-        temporal_compression_ratio=4,
+        temporal_compression_ratio=4, **vae,
     )
     # CogVideoX-5b-I2V's scheduler_config.json
     scheduler = CogVideoXDDIMScheduler(
@@ -469,6 +498,10 @@ def tiny_cogvideox(device="cpu", dtype=torch.float32, seed: int = 0) -> CogVideo
     pipe = CogVideoXImageToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
                                          transformer=transformer, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _tiny_target(pipe: CogVideoXImageToVideoPipeline, device, dtype, **kwargs) -> CogVideoXTarget:
     # built in float32; cast only when asked (a cast to float32 makes diffusers log a warning)
     pipe = pipe.to(device) if dtype == torch.float32 else pipe.to(device=device, dtype=dtype)
-    return CogVideoXTarget(pipe, name="tiny-cogvideox", num_inference_steps=3)
+    return CogVideoXTarget(pipe, num_inference_steps=3, **kwargs)

@@ -4,6 +4,11 @@ The diffusers pipeline (`StableVideoDiffusionPipeline`) runs under `torch.no_gra
 calls the components itself. Everything below mirrors
 `diffusers/pipelines/stable_video_diffusion/pipeline_stable_video_diffusion.py` step by step, written
 so gradients flow from every exposed quantity back to the image.
+
+The pipeline reads the photo twice: its CLIP branch (`_encode_image`) resizes the photo as given to
+224 x 224, its VAE branch encodes the photo resized to the working size. So does `condition`: CLIP from
+`photo_of(image)` (the full-size photo a working-size image is marked with, `with_photo`), the VAE
+latent from the working-size image itself.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from .base import AttentionStore, Target, Video, normalize_to_neg_one_to_one
+from .base import AttentionStore, Target, Video, normalize_to_neg_one_to_one, photo_of
 
 
 class TemporalAttentionRecorder(AttnProcessor2_0):
@@ -81,6 +86,9 @@ def is_temporal_self_attention(processor_name: str) -> bool:
 
 class SVDTarget(Target):
     family = "svd"
+    # the pipeline's micro-conditioning (added_time_ids), which the attack conditions on alike
+    condition_options = ("fps", "motion_bucket_id", "noise_aug_strength")
+    generate_options = (*condition_options, "decode_chunk_size", "min_guidance_scale", "max_guidance_scale")
     attention_layers = (
         "temporal self-attention of the UNet (temporal_transformer_blocks[*].attn1): at each spatial "
         "position, each frame attends over all frames; maps (B*H*W*heads, F, F)"
@@ -94,6 +102,7 @@ class SVDTarget(Target):
         super().__init__()
         self.pipe, self.name = pipe, name
         self.unet, self.vae, self.image_encoder = pipe.unet, pipe.vae, pipe.image_encoder
+        self.denoiser = self.unet
         for module in (self.unet, self.vae, self.image_encoder):
             module.requires_grad_(False).eval()
         self.device, self.dtype = self.unet.device, self.unet.dtype
@@ -142,11 +151,13 @@ class SVDTarget(Target):
 
     # -- image side -------------------------------------------------------------------------------
     def image_embeddings(self, image: torch.Tensor) -> torch.Tensor:
-        """CLIP image embedding (B, 1, D), as `_encode_image` computes it, with gradients.
+        """CLIP image embedding (B, 1, D) of `photo_of(image)` (the photo as the pipeline is handed it,
+        any size, in [0, 1]), as `_encode_image` computes it, with gradients.
 
         The pipeline goes through numpy and `CLIPImageProcessor`, which cuts gradients; this is the
-        same arithmetic in torch: antialiased resize to 224 in [-1, 1], back to [0, 1], CLIP mean/std."""
-        x = normalize_to_neg_one_to_one(image.float())
+        same arithmetic in torch: antialiased resize of the photo to 224 in [-1, 1], back to [0, 1],
+        CLIP mean/std."""
+        x = normalize_to_neg_one_to_one(photo_of(image).float())
         x = (_resize_with_antialiasing(x, (224, 224)) + 1.0) / 2.0
         mean = torch.tensor(self.pipe.feature_extractor.image_mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.pipe.feature_extractor.image_std, device=x.device).view(1, 3, 1, 1)
@@ -162,15 +173,18 @@ class SVDTarget(Target):
             x = x + noise
         return self.encoder_vae.encode(x.to(self.encoder_vae.dtype)).latent_dist.mode()
 
-    def condition(self, image: torch.Tensor, generator: torch.Generator | None = None,
-                  noise_aug_strength: float | None = None, motion_bucket_id: int | None = None) -> dict:
+    def _condition(self, image, generator, fps=None, motion_bucket_id=None, noise_aug_strength=None) -> dict:
+        """Entries "image_embeddings" (B, 1, D); "image_latents" (B, C, h, w) of the image plus the
+        pipeline's noise augmentation (drawn first from `generator`, as the pipeline draws it);
+        "added_time_ids" (B, 3). Options None: the target's defaults."""
+        fps = self.fps if fps is None else fps
+        bucket = self.motion_bucket_id if motion_bucket_id is None else motion_bucket_id
         aug = self.noise_aug_strength if noise_aug_strength is None else noise_aug_strength
         noise = None
         if aug > 0:
             noise = aug * torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype)
-        bucket = self.motion_bucket_id if motion_bucket_id is None else motion_bucket_id
         # SVD was conditioned on fps - 1 (see the pipeline)
-        time_ids = torch.tensor([[self.fps - 1, bucket, aug]], device=self.device, dtype=self.dtype)
+        time_ids = torch.tensor([[fps - 1, bucket, aug]], device=self.device, dtype=self.dtype)
         return {
             "image_embeddings": self.image_embeddings(image),
             "image_latents": self.image_latents(image, noise),
@@ -191,7 +205,7 @@ class SVDTarget(Target):
         smax = config.sigma_max if config.get("sigma_max") is not None else float(sigmas.max())
         return smin, smax
 
-    def sample_noise_level(self, batch_size, generator=None, low=0.0, high=1.0):
+    def _sample_noise_level(self, batch_size, generator, low, high):
         """Sigmas on the Karras (rho = 7) ramp the SVD scheduler samples with, at a uniform fraction."""
         smin, smax = self._sigma_range()
         device = generator.device if generator is not None else self.device
@@ -199,6 +213,12 @@ class SVDTarget(Target):
         rho = 7.0
         sigma = (smin ** (1 / rho) + u * (smax ** (1 / rho) - smin ** (1 / rho))) ** rho
         return sigma.to(self.device)
+
+    def noise_levels(self, num_inference_steps=None):
+        """The sigmas of the pipeline's steps (the last one, 0, is where it ends, not a step)."""
+        scheduler = type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
+        scheduler.set_timesteps(num_inference_steps or self.num_inference_steps, device=self.device)
+        return scheduler.sigmas[:-1]
 
     def add_noise(self, latents, noise, level):
         return latents + noise * level.view(-1, *([1] * (latents.ndim - 1))).to(latents.dtype)
@@ -223,28 +243,33 @@ class SVDTarget(Target):
 
     # -- generation -------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, image, seed=0, num_frames=None, num_inference_steps=None, return_latents=False,
-                 callback=None, motion_bucket_id=None, noise_aug_strength=None, decode_chunk_size=8, **kwargs):
+    def _generate(self, image, seed, num_frames, num_inference_steps, return_latents, callback, fps=None,
+                  motion_bucket_id=None, noise_aug_strength=None, decode_chunk_size=8, min_guidance_scale=None,
+                  max_guidance_scale=None):
+        """Options None: the target's defaults (guidance: `self.guidance`); decode_chunk_size: frames
+        the VAE decodes at once."""
         num_frames = num_frames or self.num_frames
         steps = num_inference_steps or self.num_inference_steps
+        fps = self.fps if fps is None else fps
         bucket = self.motion_bucket_id if motion_bucket_id is None else motion_bucket_id
         aug = self.noise_aug_strength if noise_aug_strength is None else noise_aug_strength
+        low = self.guidance["min_guidance_scale"] if min_guidance_scale is None else min_guidance_scale
+        high = self.guidance["max_guidance_scale"] if max_guidance_scale is None else max_guidance_scale
         image = image.convert("RGB")  # any size: the pipeline resizes it (Target.generate)
-        kwargs = self.guidance | kwargs
 
         generator = torch.Generator(self.device).manual_seed(seed)
         latents = self.pipe(image, height=self.height, width=self.width, num_frames=num_frames,
-                            num_inference_steps=steps, fps=self.fps, motion_bucket_id=bucket,
+                            num_inference_steps=steps, fps=fps, motion_bucket_id=bucket,
                             noise_aug_strength=aug, decode_chunk_size=decode_chunk_size, generator=generator,
-                            output_type="latent", callback_on_step_end=self.step_callback(callback, steps),
-                            **kwargs).frames
+                            min_guidance_scale=low, max_guidance_scale=high, output_type="latent",
+                            callback_on_step_end=self.step_callback(callback, steps)).frames
         # decode exactly as the pipeline does for output_type="np"
         video = self.pipe.decode_latents(latents, num_frames, decode_chunk_size)  # (B, C, F, H, W) in [-1, 1]
         frames = self.pipe.video_processor.postprocess_video(video=video, output_type="np")[0]  # (F, H, W, 3)
         frames = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
         settings = dict(model=self.name, seed=seed, num_frames=num_frames, num_inference_steps=steps,
-                        fps=self.fps, motion_bucket_id=bucket, noise_aug_strength=aug,
-                        guidance=[kwargs["min_guidance_scale"], kwargs["max_guidance_scale"]])
+                        fps=fps, motion_bucket_id=bucket, noise_aug_strength=aug,
+                        guidance=[low, high])
         return Video(frames=frames, latents=latents if return_latents else None, settings=settings)
 
 
