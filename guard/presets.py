@@ -10,8 +10,8 @@ at setup, so the clean image's reference maps are computed once instead of every
 
 CogVideoX-5B-I2V always attacks its full 49 frames: at any other count diffusers replaces its learned
 positional embedding with a sin-cos one (`CogVideoXTarget.check_num_frames`), so an attack on fewer
-frames would optimise a transformer the 49-frame video never runs. Its fast settings find the speed
-elsewhere: Vid-Freeze reads the frame maps of the first 4 transformer blocks only (of 42; Immune2V
+frames would optimise a transformer the 49-frame video never runs (freeze's fast preset too: 20 steps,
+all frames). Its fast settings find the speed elsewhere: Vid-Freeze reads the frame maps of the first 4 transformer blocks only (of 42; Immune2V
 attacks blocks 0-3 of Wan) and the forward stops after block 3; I2VGuard needs the denoiser's output
 (its diffusion term), so it keeps the whole transformer and takes fewer steps, a 4-step V0 and 2 noise
 draws.
@@ -31,6 +31,7 @@ PRESETS = {
 #: the fast preset of a model family where it differs from PRESETS (see the module docstring)
 FAST_BY_FAMILY = {
     "cogvideox": {
+        "freeze": (20, {}),  # all 49 frames (see the module docstring); its loss reads the denoiser's output
         "vidfreeze": (16, {"layers": 4}),
         "i2vguard": (6, {"video_steps": 4, "noise_draws": 2}),
     },
