@@ -221,7 +221,8 @@ def differing_inputs(theirs: dict, ours: dict, skip: tuple = ()) -> list[str]:
 
     def same(a, b) -> bool:
         if torch.is_tensor(a) and torch.is_tensor(b):
-            return a.numel() == b.numel() and torch.allclose(a.float().reshape(b.shape), b.float(), rtol=1e-5, atol=1e-5)
+            return a.numel() == b.numel() and torch.allclose(a.float().reshape(b.shape), b.float(),
+                                                             rtol=1e-5, atol=1e-5)
         if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
             return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
         return a == b
