@@ -32,6 +32,7 @@ import time
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast
 from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
 from safetensors.torch import save_file
 
@@ -102,9 +103,25 @@ def denoising_loss(err: torch.Tensor, weight: torch.Tensor, bucket: torch.Tensor
     return loss
 
 
+def main_process_says(acc: Accelerator, *flags: bool) -> list[bool]:
+    """The main process's flags, on every process. What a process reads from its own clock (the
+    deadline, a save that is due) must be one decision: a process that stops or saves alone enters the
+    save's gather while another is in a step's all-reduce, and both wait there for ever. One
+    process: its own flags, without a device round trip."""
+    if acc.num_processes == 1:
+        return list(flags)
+    return [bool(f) for f in broadcast(torch.tensor(flags, dtype=torch.uint8, device=acc.device)).tolist()]
+
+
 def save_state(path: str, state: dict) -> None:
     torch.save(state, path + ".tmp")
     os.replace(path + ".tmp", path)
+
+
+def load_state(path: str, device: torch.device) -> dict:
+    """A state written by save_state, on `device`. Each of several CPU processes has the device
+    "cpu:0", a location torch.load cannot restore to: "cpu" is the same memory."""
+    return torch.load(path, map_location="cpu" if device.type == "cpu" else device)
 
 
 def export_compact(export_dir: str, cfg: ModelConfig, vae, unet, image_encoder, meta: dict) -> None:
@@ -186,9 +203,14 @@ def train_vae(args, cfg, renderer, vae, acc: Accelerator, log: Log, deadline: fl
         vae.requires_grad_(False)
         vae.decoder.requires_grad_(True)
     opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=args.vae_lr, weight_decay=0.0)
+    # diffusers runs the decoder's mid-block attention only between two of its resnets: with one it never
+    # runs, and data-parallel training would wait for its gradients. It stays in the optimizer (no
+    # gradient, no update, as on one process), so that a saved optimizer state still loads.
+    if len(vae.decoder.mid_block.resnets) == 1:
+        vae.decoder.mid_block.attentions.requires_grad_(False)
     step, base, init_scaling = 0, 0, None
     if os.path.exists(path):
-        state = torch.load(path, map_location=acc.device)
+        state = load_state(path, acc.device)
         load_vae_state(vae, state["vae"], log)
         step, base = state["step"], state.get("base_steps", 0)
         init_scaling = state.get("init_scaling")
@@ -205,7 +227,7 @@ def train_vae(args, cfg, renderer, vae, acc: Accelerator, log: Log, deadline: fl
             save_state(ref_path, state["vae"])  # as loaded at step 0: the --init's VAE
         acc.wait_for_everyone()
         anchor = build_vae(cfg).to(acc.device)
-        load_vae_state(anchor, torch.load(ref_path, map_location=acc.device))
+        load_vae_state(anchor, load_state(ref_path, acc.device))
         anchor.requires_grad_(False).eval()
     noise = args.latent_noise / (init_scaling or 1.0)  # in the encoder's own units
     model, opt = acc.prepare(VAEStep(vae, args.vae_decoder_only, anchor, noise), opt)
@@ -220,9 +242,13 @@ def train_vae(args, cfg, renderer, vae, acc: Accelerator, log: Log, deadline: fl
 
     t0, last_save, step0, mses = time.time(), time.time(), step, []
     while step < args.vae_steps:
-        if time.time() > deadline:
+        late, due = main_process_says(acc, time.time() > deadline, time.time() - last_save > args.save_every)
+        if late:
             save()
             return False
+        if due:  # the save due after the previous step (the same state): one look at the clock per step
+            save()
+            last_save = time.time()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.vae_steps, args.vae_lr, 200)
         x, _ = renderer(clips, cfg.num_frames)
@@ -251,9 +277,6 @@ def train_vae(args, cfg, renderer, vae, acc: Accelerator, log: Log, deadline: fl
             log(f"vae step {step} loss {loss.item():.4f} psnr {10 * math.log10(4.0 / torch.stack(mses).mean().item()):.2f} static {static.item():.4f} "
                 f"kl {kl.item():.3f} drift {drift.item() * (init_scaling or 1.0) ** 2:.4f} {(step - step0) / (time.time() - t0):.1f} it/s")
             mses = []
-        if time.time() - last_save > args.save_every:
-            save()
-            last_save = time.time()
     save()
     return True
 
@@ -354,7 +377,9 @@ def main():
     renderer = ClipRenderer(picture_bank(pictures, size, acc.device), size, seed=args.seed * 1000 + acc.process_index,
                             views=sharp_views(pictures, size, seed=args.seed) if args.sharp_share else None, sharp_share=args.sharp_share)
 
-    if args.init and not os.path.exists(os.path.join(args.work, "unet.pt")) and acc.is_main_process:
+    # Every process reads the init: its weights, and its step, which sets the learning rate and the
+    # loop's length. unet.pt is written only after the barrier below: every process sees the same answer.
+    if args.init and not os.path.exists(os.path.join(args.work, "unet.pt")):
         if os.path.exists(os.path.join(args.init, "model_index.json")):  # a shipped diffusers folder
             from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
             from transformers import CLIPVisionModelWithProjection
@@ -368,7 +393,7 @@ def main():
             from training.export import load_compact
 
             _, meta, v, u, e = load_compact(args.init)
-        if not os.path.exists(os.path.join(args.work, "vae.pt")):  # else a VAE stage of this run is under way: resume it
+        if acc.is_main_process and not os.path.exists(os.path.join(args.work, "vae.pt")):  # else a VAE stage is under way
             trained = meta.get("vae_steps", meta.get("last_run_args", {}).get("vae_steps", 0))  # steps behind the init's VAE
             save_state(os.path.join(args.work, "vae.pt"), {"vae": v.state_dict(), "step": 0 if args.retrain_vae else args.vae_steps,
                                                            "opt": None, "data_rng": None, "base_steps": trained,
@@ -393,7 +418,7 @@ def main():
                             "scaling_factor": state["init_scaling"], "final": False, "args": vars(args)})
             log(f"exported the VAE at vae step {state['total_steps']}")
         return
-    vae_state = torch.load(os.path.join(args.work, "vae.pt"), map_location=acc.device)
+    vae_state = load_state(os.path.join(args.work, "vae.pt"), acc.device)
     vae_steps = vae_state.get("total_steps", args.vae_steps)
     vae = build_vae(cfg).to(acc.device)
     load_vae_state(vae, vae_state["vae"])
@@ -422,7 +447,7 @@ def main():
     renderer.photo_share = None
     frames_rng = torch.Generator().manual_seed(args.seed + 7)  # clip length per step, the same on every process
     if os.path.exists(path):
-        state = torch.load(path, map_location=acc.device)
+        state = load_state(path, acc.device)
         unet.load_state_dict(state["unet"])
         image_encoder.load_state_dict(state["image_encoder"])
         opt.load_state_dict(state["opt"])
@@ -452,7 +477,13 @@ def main():
 
     B = max(1, args.batch // acc.num_processes)
     t0, last_save, step0 = time.time(), time.time(), step
-    while step < args.unet_steps and time.time() < deadline:
+    while step < args.unet_steps:
+        late, due = main_process_says(acc, time.time() >= deadline, time.time() - last_save > args.save_every)
+        if late:
+            break
+        if due:  # the save due after the previous step (the same state): one look at the clock per step
+            save()
+            last_save = time.time()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.unet_steps, args.lr, args.warmup)
         if step % args.textures_every == 0:
@@ -492,9 +523,6 @@ def main():
         if step % 100 == 0:
             log(f"unet step {step} loss {loss.item():.4f} lr {opt.param_groups[0]['lr']:.2e} "
                 f"{(step - step0) / (time.time() - t0):.2f} it/s, {(time.time() - start) / 60:.1f} min")
-        if time.time() - last_save > args.save_every:
-            save()
-            last_save = time.time()
     save(final=step >= args.unet_steps)
 
 
