@@ -161,13 +161,22 @@ def test_validation_photos_are_training_photos_not_held_out():
     assert not set(VALIDATION) & (set(HELD_OUT) | set(EXAMPLES))
 
 
-def _assert_refused(script: str, args: list, message: str) -> None:
-    """training/SCRIPT with ARGS exits with argparse's status 2 and MESSAGE, without a traceback."""
-    import subprocess
+def _assert_refused(script: str, args: list, message: str, capsys, monkeypatch) -> None:
+    """training/SCRIPT's main() with the command line ARGS exits with argparse's status 2 and MESSAGE on
+    stderr (any other exception, a traceback on the command line, fails pytest.raises), before any
+    work: a script that goes on fails here at once instead of training or evaluating."""
+    import training.evaluate
+    import training.train
 
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training", script)
-    done = subprocess.run([sys.executable, path, *args], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    def went_on(*_, **__):
+        raise AssertionError(f"{script} {' '.join(args)} went on past its checks")
+
+    monkeypatch.setattr(training.train, "Accelerator", went_on)  # the first work of each script
+    monkeypatch.setattr(training.evaluate, "load_target", went_on)
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    with pytest.raises(SystemExit) as refused:
+        {"train.py": training.train, "evaluate.py": training.evaluate}[script].main()
+    assert refused.value.code == 2 and message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -175,8 +184,8 @@ def _assert_refused(script: str, args: list, message: str) -> None:
     (["--guidance", "2,1"], "--guidance MIN,MAX must have MIN <= MAX"),
     (["--guidance", "2"], "--guidance takes two numbers, MIN,MAX, got '2'"),
 ])
-def test_evaluate_refuses_bad_settings_in_one_line(args, message):
-    _assert_refused("evaluate.py", args, message)
+def test_evaluate_refuses_bad_settings_in_one_line(args, message, capsys, monkeypatch):
+    _assert_refused("evaluate.py", args, message, capsys, monkeypatch)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -188,6 +197,17 @@ def test_evaluate_refuses_bad_settings_in_one_line(args, message):
     (["--init", "x", "--vae-first-frame", "2"], "--vae-first-frame trains the VAE's decoder, but --init's VAE is taken as trained"),
     (["--init", "x", "--still-worst", "10"], "--still-worst trains the VAE's decoder, but --init's VAE is taken as trained"),
 ])
-def test_train_refuses_bad_settings_in_one_line(args, message, tmp_path):
-    _assert_refused("train.py", ["--work", str(tmp_path / "w"), *args], message)
+def test_train_refuses_bad_settings_in_one_line(args, message, tmp_path, capsys, monkeypatch):
+    _assert_refused("train.py", ["--work", str(tmp_path / "w"), *args], message, capsys, monkeypatch)
     assert not (tmp_path / "w").exists()  # refused before anything is written
+
+
+def test_the_train_command_refuses_in_one_line(tmp_path):
+    """The same refusal from `python training/train.py`, a process of its own: the script's entry point."""
+    import subprocess
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training", "train.py")
+    done = subprocess.run([sys.executable, path, "--work", str(tmp_path / "w"), "--first-frame", "-1"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--first-frame is a loss weight: it cannot be negative" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "w").exists()
