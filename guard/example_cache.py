@@ -29,9 +29,11 @@ CACHE_DIR = PACKAGE.parent / "examples" / "cache"
 MANIFEST = "manifest.json"
 #: the parts of guard/ whose code decides a stored result: the chain (jobs.py: the protection's seed, the
 #: control, the videos), the page's defaults and checks (serving.py), what is written and shown (page.py),
-#: and everything they run. Not the CLI, the evaluation or this file. app.py holds no such decision.
+#: and everything they run, with the Target contract (targets/base.py); the model's own family module is
+#: added by `fingerprint` (another family's file decides nothing here). Not the CLI, the evaluation or
+#: this file. app.py holds no such decision.
 FINGERPRINT_CODE = ("io.py", "jobs.py", "limits.py", "metrics.py", "optimize.py", "page.py", "presets.py", "report.py",
-                    "resize.py", "serving.py", "methods", "targets")
+                    "resize.py", "serving.py", "methods", "targets/base.py")
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -43,14 +45,15 @@ def file_digest(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def fingerprint(model: str, model_dir: str | os.PathLike | None, settings: dict) -> str:
-    """What a stored result depends on: model name and files (not its model card), settings, code."""
+def fingerprint(model: str, model_dir: str | os.PathLike | None, settings: dict, family_module: str) -> str:
+    """What a stored result depends on: model name and files (not its model card), settings, code
+    (`FINGERPRINT_CODE` and the model's family module, e.g. "svd" for guard/targets/svd.py)."""
     digest = hashlib.sha256(json.dumps({"model": model, "settings": settings}, sort_keys=True).encode())
     files = []
     if model_dir is not None and Path(model_dir).is_dir():
         files += [(f"model/{p.relative_to(model_dir).as_posix()}", p) for p in sorted(Path(model_dir).rglob("*"))
                   if p.is_file() and p.suffix != ".md"]
-    for part in FINGERPRINT_CODE:
+    for part in (*FINGERPRINT_CODE, f"targets/{family_module}.py"):
         path = PACKAGE / part
         paths = sorted(path.rglob("*.py")) if path.is_dir() else [path]
         files += [(f"guard/{p.relative_to(PACKAGE).as_posix()}", p) for p in paths if p.is_file()]

@@ -37,7 +37,7 @@ from . import example_cache, limits
 from .io import InputError
 from .jobs import CONTROL, Job, VideoOptions, check_method, default_steps, protection_seed
 from .presets import settings_for
-from .targets import DEFAULT_MODEL, EMBEDDED_PATH, MODELS, Target, load_target
+from .targets import DEFAULT_MODEL, EMBEDDED_PATH, FAMILIES, MODELS, TINY_MODELS, Target, load_target
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,8 @@ def stored_examples(defaults: dict) -> example_cache.ExampleCache:
     model = defaults["model"]
     model_dir = MODELS.get(model)
     local = model_dir if model_dir and os.path.isdir(model_dir) else None
-    cache = example_cache.load(example_cache.fingerprint(model, local, defaults))
+    family = FAMILIES[TINY_MODELS.get(model) or next(f for f, entry in FAMILIES.items() if model in entry.models)]
+    cache = example_cache.load(example_cache.fingerprint(model, local, defaults, family.module))
     if cache.entries and not cache.fresh:
         logger.warning("examples/cache was made with another model, other settings or other code: clicked examples "
                        "run live; run `python scripts/cache_examples.py` to store their results again")
