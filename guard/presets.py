@@ -35,6 +35,17 @@ FAST_BY_FAMILY = {
         "vidfreeze": (16, {"layers": 4}),
         "i2vguard": (6, {"video_steps": 4, "noise_draws": 2}),
     },
+    # Wan (2.1 I2V 14B, 2.2 I2V A14B, 2.2 TI2V-5B): all frames (81; 121 for TI2V-5B), never the SVD family's 8:
+    # 8 is no frame count Wan makes (1 + 4k), and its RoPE grid and conditioning video are those of the
+    # video's length. Vid-Freeze reads the first 4 of its 40 (TI2V-5B: 30) blocks, as Immune2V attacks Wan's
+    # blocks 0-3, and the forward stops after block 3 (1.33 s an attack step against 12.4 s for all blocks,
+    # Wan 2.1 14B on an H200; ../shared/NOTES.md). freeze and I2VGuard read the denoiser's output, so they
+    # keep the whole transformer and take fewer steps, as on CogVideoX. Not yet evaluated on the real models.
+    "wan": {
+        "freeze": (20, {}),
+        "vidfreeze": (16, {"layers": 4}),
+        "i2vguard": (6, {"video_steps": 4, "noise_draws": 2}),
+    },
 }
 
 

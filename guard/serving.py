@@ -57,6 +57,9 @@ MODEL_LABELS = {
     "svd": "Stable Video Diffusion (GPU)",
     "svd-xt": "Stable Video Diffusion XT (GPU)",
     "cogvideox": "CogVideoX-5B I2V (GPU)",
+    "wan2.1-i2v-14b": "Wan 2.1 I2V 14B (GPU)",
+    "wan2.2-i2v-a14b": "Wan 2.2 I2V A14B (GPU)",
+    "wan2.2-ti2v-5b": "Wan 2.2 TI2V 5B (GPU)",
 }
 _NOT_EVALUATED = ("guard has not yet evaluated this model (it needs a machine with hub access): trust the verdict "
                   "under each result, not a method's name.")
@@ -292,6 +295,14 @@ GPU_COST = {
     "svd": dict(fixed=15.0, pgd_step=1.0, denoise_frame_step=0.04, frames=14, video_steps=25),
     "svd-xt": dict(fixed=15.0, pgd_step=1.75, denoise_frame_step=0.04, frames=25, video_steps=25),
     "cogvideox": dict(fixed=30.0, pgd_step=6.0, denoise_frame_step=0.05, frames=49, video_steps=50),
+    # Wan 2.1 14B on one H200 (bf16, random weights, transformer + VAE + CLIP; ../shared/NOTES.md): a forward
+    # of 81 frames 3.2 s (x 2 with guidance: 0.08 s a frame-step), an attack step over all 40 blocks 12.4 s
+    # (Vid-Freeze's 4 blocks: 1.33 s, so this over-reserves it), the VAE encode of the conditioning video
+    # 1.1 s. A14B runs one 14B expert at a time: the same figures. TI2V-5B is not measured yet: the 14B's
+    # figures, an upper bound (5B parameters over 27,280 tokens against 14B over 32,760).
+    "wan2.1-i2v-14b": dict(fixed=30.0, pgd_step=12.4, denoise_frame_step=0.08, frames=81, video_steps=50),
+    "wan2.2-i2v-a14b": dict(fixed=30.0, pgd_step=12.4, denoise_frame_step=0.08, frames=81, video_steps=50),
+    "wan2.2-ti2v-5b": dict(fixed=30.0, pgd_step=12.4, denoise_frame_step=0.08, frames=121, video_steps=50),
     "tiny": dict(fixed=2.0, pgd_step=0.05, denoise_frame_step=0.01, frames=4, video_steps=3),
 }
 MIN_GPU_SECONDS, MAX_GPU_SECONDS = 10, 600

@@ -34,7 +34,14 @@ PIPELINE_CONDITIONING = {
     "svd": {"image_embeddings": ("_encode_image", None), "image_latents": ("_encode_vae_image", None),
             "added_time_ids": ("_get_add_time_ids", None)},
     "cogvideox": {"image_latents_padded": ("prepare_latents", 1), "prompt_embeds": ("encode_prompt", 0)},
+    # image_embeds: Wan 2.1 only (the pipeline calls encode_image only for a transformer with image_dim)
+    "wan": {"condition": ("prepare_latents", 1), "prompt_embeds": ("encode_prompt", 0),
+            "image_embeds": ("encode_image", None)},
 }
+
+#: per family whose pipeline denoises latents laid out otherwise than guard's (B, F', C, h, w): the
+#: conversion of its latents to guard's layout (Wan's pipeline: (B, C, F', h, w))
+PIPELINE_LATENTS = {"wan": lambda latents: latents.transpose(1, 2)}
 
 
 def svd_attention(attn: Attention, args: tuple, kwargs: dict, processor) -> torch.Tensor:
@@ -66,8 +73,53 @@ def cogvideox_attention(attn: Attention, args: tuple, kwargs: dict, processor) -
     return mass[:, :, :, idx].mean(3)
 
 
+def wan_attention(attn: Attention, args: tuple, kwargs: dict, processor) -> torch.Tensor:
+    """The full softmax of Wan's 3D self-attention (its own to_q / to_k, RMS norms across heads and the
+    rotary embedding it is given, rotating interleaved pairs), summed per key frame, averaged over the
+    queries the recorder samples in each frame: (B, heads, F, F). The frame count is read from the rotary
+    embedding: its temporal part has one distinct row per frame."""
+    from guard.targets.cogvideox import sample_query_indices
+
+    hidden, (cos, sin) = args[0], args[3]  # WanAttention.forward(hidden_states, None, None, rotary_emb)
+    q = attn.norm_q(attn.to_q(hidden)).unflatten(-1, (attn.heads, -1))  # (B, N, heads, d)
+    k = attn.norm_k(attn.to_k(hidden)).unflatten(-1, (attn.heads, -1))
+
+    def rotate(x):  # pairs (x[2i], x[2i+1]) rotated by the angle whose cos / sin the embedding holds
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        c, s = cos[..., 0::2], sin[..., 0::2]
+        return torch.stack([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1).flatten(-2)
+
+    q, k = rotate(q).transpose(1, 2), rotate(k).transpose(1, 2)  # (B, heads, N, d)
+    d = q.shape[-1]
+    t_dim = d - 4 * (d // 6)  # WanRotaryPosEmbed: h_dim = w_dim = 2 * (d // 6)
+    frames = torch.unique(cos[0, :, 0, :t_dim], dim=0).shape[0]
+    probs = (q @ k.transpose(-1, -2) / d ** 0.5).softmax(-1)
+    mass = probs.unflatten(-1, (frames, -1)).sum(-1).unflatten(2, (frames, -1))  # (B, heads, F, S, F)
+    idx = sample_query_indices(mass.shape[3], processor.queries_per_frame)
+    return mass[:, :, :, idx].mean(3)
+
+
 #: per family, the attention maps a layer guard records computes, recomputed from the layer's inputs
-PIPELINE_ATTENTION = {"svd": svd_attention, "cogvideox": cogvideox_attention}
+PIPELINE_ATTENTION = {"svd": svd_attention, "cogvideox": cogvideox_attention, "wan": wan_attention}
+
+
+def wan_final_latents(target, run, last: torch.Tensor) -> torch.Tensor:
+    """Wan 2.2 TI2V (expand_timesteps): after its loop the pipeline puts the image's latent (prepare_latents'
+    second return) back on latent frame 0."""
+    if not target.pipe.config.expand_timesteps:
+        return last
+    last = last.clone()
+    last[:, :1] = PIPELINE_LATENTS["wan"](run["returns"]["prepare_latents"][1])
+    return last
+
+
+#: per family whose pipeline changes its latents after the last scheduler step: the latents it returns
+PIPELINE_FINAL_LATENTS = {"wan": wan_final_latents}
+
+
+def denoisers(target: Target) -> tuple:
+    """The denoisers a pipeline may call (Wan 2.2 A14B's two experts), `target.denoiser` first."""
+    return getattr(target, "denoisers", (target.denoiser,))
 
 
 # -- the registry -----------------------------------------------------------------------------------
@@ -88,9 +140,9 @@ def test_family_of_reads_the_pipeline_class(tmp_path):
         folder.mkdir()
         (folder / "model_index.json").write_text(f'{{"_class_name": "{family.pipeline}"}}')
         assert family_of(str(folder)) == name
-    (tmp_path / "model_index.json").write_text('{"_class_name": "WanImageToVideoPipeline"}')
-    with pytest.raises(ValueError, match="WanImageToVideoPipeline; guard knows StableVideoDiffusionPipeline, "
-                                         "CogVideoXImageToVideoPipeline"):
+    (tmp_path / "model_index.json").write_text('{"_class_name": "LTXImageToVideoPipeline"}')
+    with pytest.raises(ValueError, match="LTXImageToVideoPipeline; guard knows StableVideoDiffusionPipeline, "
+                                         "CogVideoXImageToVideoPipeline, WanImageToVideoPipeline"):
         load_target(str(tmp_path))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="cannot read its model_index.json"):
@@ -169,27 +221,34 @@ def run(target, photo):
     output, each scheduler step's sample and pred_original_sample; then the pipeline's own output_type="np"
     frames from the same call with a fresh generator seeded SEED. The VAE posterior is its mode in both."""
     pipe, scheduler = target.pipe, target.pipe.scheduler
-    calls, returns, inputs, outputs, steps, progress = [], {}, [], [], [], []
+    calls, returns, inputs, outputs, steps, progress, experts = [], {}, [], [], [], [], []
     call, scheduler_step = type(pipe).__call__, scheduler.step
+
+    layout = PIPELINE_LATENTS.get(target.family, lambda latents: latents)
 
     def record_step(model_output, timestep, sample, *args, return_dict=True, **kwargs):
         out = scheduler_step(model_output, timestep, sample, *args, return_dict=True, **kwargs)
-        steps.append(dict(sample=sample.clone(), model_output=model_output.clone(), prev_sample=out.prev_sample,
-                          pred_original_sample=out.pred_original_sample))
+        # a multistep scheduler (UniPC) returns no pred_original_sample: its x0 is the data prediction it
+        # converted the model output to, the last of its model_outputs
+        x0 = getattr(out, "pred_original_sample", None)
+        x0 = scheduler.model_outputs[-1] if x0 is None else x0
+        steps.append(dict(sample=layout(sample.clone()), model_output=layout(model_output.clone()),
+                          prev_sample=layout(out.prev_sample), pred_original_sample=layout(x0.clone()),
+                          timestep=timestep))
         return out if return_dict else out.to_tuple()
 
     methods = {method for method, _ in PIPELINE_CONDITIONING[target.family].values()}
     with posterior_mode():
         with (pytest.MonkeyPatch.context() as mp, recording_returns(pipe, methods, returns),
-              recording_inputs(target.denoiser, inputs)):
+              contextlib.ExitStack() as stack):
+            for denoiser in denoisers(target):
+                stack.enter_context(recording_inputs(denoiser, inputs))
+                stack.callback(denoiser.register_forward_hook(
+                    lambda m, a, out: outputs.append(layout(out[0].clone())) or experts.append(m)).remove)
             mp.setattr(type(pipe), "__call__", lambda self, *a, **k: calls.append((a, k)) or call(self, *a, **k))
             mp.setattr(scheduler, "step", record_step)
-            handle = target.denoiser.register_forward_hook(lambda m, a, out: outputs.append(out[0].clone()))
-            try:
-                video = target.generate(photo, seed=SEED, num_inference_steps=STEPS, return_latents=True,
-                                        callback=lambda i, n: progress.append((i, n)), **VIDEO_OPTIONS)
-            finally:
-                handle.remove()
+            video = target.generate(photo, seed=SEED, num_inference_steps=STEPS, return_latents=True,
+                                    callback=lambda i, n: progress.append((i, n)), **VIDEO_OPTIONS)
         assert len(calls) == 1 and len(inputs) == len(steps) == STEPS
         assert outputs[0].shape == steps[0]["sample"].shape, "the pipeline ran with classifier-free guidance: " \
             "add the family's option that turns it off to VIDEO_OPTIONS"
@@ -198,7 +257,7 @@ def run(target, photo):
                                callback_on_step_end=None)
         own = call(pipe, *args, **kwargs).frames[0]  # (F, H, W, 3) in [0, 1]
     return dict(video=video, call=calls[0], returns=returns, inputs=inputs, outputs=outputs, steps=steps,
-                progress=progress, own=own)
+                progress=progress, own=own, experts=experts)
 
 
 @pytest.fixture(scope="module")
@@ -290,6 +349,9 @@ def test_conditioning_is_the_pipelines(target, run, cond):
     augmentation of the same seed, the added time ids; CogVideoX: the image latents prepare_latents makes
     (posterior mode), padded as the transformer takes them, and the prompt's embedding)."""
     for key, (method, index) in PIPELINE_CONDITIONING[target.family].items():
+        if key not in cond:  # an entry this model does not have (Wan 2.2's CLIP tokens): nor does its pipeline
+            assert method not in run["returns"], (key, method)
+            continue
         theirs = run["returns"][method] if index is None else run["returns"][method][index]
         assert cond[key].shape == theirs.shape, key
         assert torch.allclose(cond[key].float(), theirs.float(), atol=1e-5), (key, (cond[key] - theirs).abs().max())
@@ -315,9 +377,13 @@ def test_denoiser_is_the_pipelines(target, run, cond):
     of the same seed): `denoise` hands the denoiser exactly the inputs the pipeline handed it (latents
     and image latents in their order, timestep, embeddings, positional inputs), gets its output, and
     its x0 is the scheduler's pred_original_sample at that step."""
-    step, calls = run["steps"][STEP], []
-    with torch.no_grad(), recording_inputs(target.denoiser, calls):
+    step, calls, called = run["steps"][STEP], [], []
+    with torch.no_grad(), contextlib.ExitStack() as stack:
+        for denoiser in denoisers(target):
+            stack.enter_context(recording_inputs(denoiser, calls))
+            stack.callback(denoiser.register_forward_hook(lambda m, a, out: called.append(m)).remove)
         out, x0 = target.denoise(step["sample"], target.noise_levels(STEPS)[STEP:STEP + 1], cond)
+    assert called == [run["experts"][STEP]], "denoise ran another expert than the pipeline at this step"
     assert differing_inputs(run["inputs"][STEP], calls[0]) == []
     assert torch.allclose(out, run["outputs"][STEP].float(), atol=1e-4), (out - run["outputs"][STEP]).abs().max()
     assert torch.allclose(out, step["model_output"].float(), atol=1e-4)
@@ -332,7 +398,7 @@ def test_positional_inputs_at_the_attacked_frame_count(target, run, cond):
     the latents' values differ."""
     step, frames, calls = run["steps"][STEP], run["video"].latents.shape[1], []
     first = next(iter(run["inputs"][STEP]))  # the latents the denoiser is given (sample / hidden_states)
-    with torch.no_grad(), recording_inputs(target.denoiser, calls):
+    with torch.no_grad(), recording_inputs(run["experts"][STEP], calls):
         target.denoise(step["sample"][:, -frames:], target.noise_levels(STEPS)[STEP:STEP + 1], cond)
     assert calls[0][first].shape == run["inputs"][STEP][first].shape
     assert differing_inputs(run["inputs"][STEP], calls[0], skip=(first,)) == []
@@ -343,7 +409,7 @@ def test_attention_maps(target, run, cond):
     guard's processors), each (..., F, F) with rows summing to one, equal to the map recomputed from the
     layer's own projections (PIPELINE_ATTENTION); the denoiser's output is unchanged."""
     step, level = run["steps"][STEP], target.noise_levels(STEPS)[STEP:STEP + 1]
-    layers = [m for m in target.denoiser.modules()
+    layers = [m for denoiser in denoisers(target) for m in denoiser.modules()
               if type(getattr(m, "processor", None)).__module__.startswith("guard.")]
     seen = []
     handles = [m.register_forward_pre_hook(lambda m, a, k: seen.append((m, a, k)), with_kwargs=True) for m in layers]
@@ -369,7 +435,8 @@ def test_attention_maps(target, run, cond):
 def test_generate_is_the_pipelines_output(target, run, photo):
     """`generate` hands the pipeline the photo as given at the target's size and length with its video
     options, reports each step, and its frames are the pipeline's own output_type="np" frames of the same
-    seed in 8 bits; its latents are the pipeline's last ones without any padding frame."""
+    seed in 8 bits; its latents are the pipeline's last ones without any padding frame (with any latent frame
+    the pipeline puts back after its loop, `PIPELINE_FINAL_LATENTS`)."""
     video, (args, kwargs) = run["video"], run["call"]
     assert args[0].size == photo.size
     assert (kwargs["height"], kwargs["width"], kwargs["num_frames"]) == (target.height, target.width, target.num_frames)
@@ -379,9 +446,22 @@ def test_generate_is_the_pipelines_output(target, run, photo):
     assert video.frames.dtype == np.uint8 and video.frames.shape == (target.num_frames, target.height, target.width, 3)
     assert np.array_equal(video.frames, (run["own"] * 255).round().astype(np.uint8))
     last = run["steps"][-1]["prev_sample"]
+    last = PIPELINE_FINAL_LATENTS.get(target.family, lambda target, run, last: last)(target, run, last)
     assert 0 <= last.shape[1] - video.latents.shape[1] < 2
     assert torch.equal(video.latents, last[:, -video.latents.shape[1]:].to(video.latents.dtype))
     assert video.settings["seed"] == SEED and video.settings["model"] == target.name
+
+
+def test_expert_at_each_step(target, run, cond):
+    """At the level of every pipeline step, `denoise` runs the denoiser the pipeline ran at that step (Wan
+    2.2 A14B: the high-noise expert above its boundary, the low-noise one below; one denoiser elsewhere)."""
+    called = []
+    with torch.no_grad(), contextlib.ExitStack() as stack:
+        for denoiser in denoisers(target):
+            stack.callback(denoiser.register_forward_hook(lambda m, a, out: called.append(m)).remove)
+        for k in range(STEPS):
+            target.denoise(run["steps"][k]["sample"], target.noise_levels(STEPS)[k:k + 1], cond)
+    assert called == run["experts"]
 
 
 def test_noise_levels(target):

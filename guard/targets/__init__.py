@@ -46,6 +46,11 @@ FAMILIES = {
     "cogvideox": Family("CogVideoXImageToVideoPipeline", "cogvideox", "CogVideoXTarget",
                         models={"cogvideox": "THUDM/CogVideoX-5b-I2V"},
                         tiny={"tiny-cogvideox": "tiny_cogvideox", "tiny-cogvideox15": "tiny_cogvideox15"}),
+    "wan": Family("WanImageToVideoPipeline", "wan", "WanTarget",
+                  models={"wan2.1-i2v-14b": "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
+                          "wan2.2-i2v-a14b": "Wan-AI/Wan2.2-I2V-A14B-Diffusers",
+                          "wan2.2-ti2v-5b": "Wan-AI/Wan2.2-TI2V-5B-Diffusers"},
+                  tiny={"tiny-wan": "tiny_wan", "tiny-wan-moe": "tiny_wan_moe", "tiny-wan-ti2v": "tiny_wan_ti2v"}),
 }
 
 #: tiny random-weight models (built offline, for tests) -> their family
