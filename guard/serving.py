@@ -80,7 +80,7 @@ METHOD_LABELS = {
 }
 #: the big models run in bfloat16 on a GPU (half the memory of float32 with its exponent range, which the
 #: attack's gradients need); the small ones in float32 everywhere
-BIG_MODELS = {"svd", "svd-xt", "cogvideox"}
+BIG_MODELS = {"svd", "svd-xt", "cogvideox", "wan2.1-i2v-14b", "wan2.2-i2v-a14b", "wan2.2-ti2v-5b"}
 
 
 def model_label(model: str) -> str:

@@ -96,13 +96,19 @@ def test_a_guarded_photo_of_another_photo_is_refused(photo):
         jobs.budget_of(original, original.copy())  # unchanged
 
 
+@pytest.fixture(scope="module")
+def tiny_targets():
+    from guard.targets import TINY_MODELS, load_target
+
+    return [load_target(name) for name in TINY_MODELS]
+
+
 @pytest.mark.parametrize("preset", ["fast", "reference"])
 @pytest.mark.parametrize("method", sorted(jobs.METHODS))
-def test_every_preset_attacks_frame_counts_the_model_makes(method, preset):
-    """Each method's preset, on each family, attacks a frame count the family can make (CogVideoX-5B-I2V:
-    its 49 only; at any other count the attack would optimise another positional embedding)."""
-    from guard.targets import load_target
-
-    for target in (load_target("tiny-svd"), load_target("tiny-cogvideox")):
+def test_every_preset_attacks_frame_counts_the_model_makes(tiny_targets, method, preset):
+    """Each method's preset, on every registered family, attacks a frame count the family can make
+    (CogVideoX-5B-I2V: its 49 only; at any other count the attack would optimise another positional
+    embedding)."""
+    for target in tiny_targets:
         built, _ = jobs.Job(method=method, preset=preset).build(target)
         target.check_num_frames(getattr(built, "frames", None))

@@ -33,8 +33,6 @@ computes a frame-to-frame map from sampled queries (`cogvideox.frame_attention`)
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
 import PIL.Image
 import torch
@@ -46,16 +44,10 @@ from diffusers.models.transformers.transformer_wan import (
     _get_added_kv_projections,
     _get_qkv_projections,
 )
-from diffusers.pipelines.wan import pipeline_wan_i2v
 
 from .base import AttentionStore, Target, Video, normalize_to_neg_one_to_one, photo_of
 from .cogvideox import QUERIES_PER_FRAME, _tiny_tokenizer, frame_attention
 
-# diffusers' Wan pipelines clean prompts with `ftfy.fix_text`, imported only where ftfy is installed (a
-# NameError otherwise). Without ftfy the prompt goes through unchanged: fix_text repairs mojibake, which a
-# prompt typed in UTF-8 does not have. (requirements.txt should list ftfy; then this does nothing.)
-if not hasattr(pipeline_wan_i2v, "ftfy"):
-    pipeline_wan_i2v.ftfy = types.SimpleNamespace(fix_text=lambda text: text)
 
 #: what the target conditions on when the caller gives no prompt (the attack does not know the animator's)
 DEFAULT_PROMPT = "The scene in the photo comes to life with natural, smooth motion."
