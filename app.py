@@ -15,6 +15,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -272,7 +273,7 @@ QUEUE_OPTIONS = dict(max_size=serving.QUEUE_SIZE)
 
 with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
     gr.Markdown(page.INTRO)
-    if POOL.names == ["tiny-svd"]:
+    if POOL.names == ["tiny-svd"] and not os.environ.get("GUARD_MODELS"):  # the fallback, not a choice
         gr.Markdown(page.FALLBACK_NOTE)
     with gr.Accordion("About the methods, the verdict and the numbers", open=False):
         gr.Markdown(page.ABOUT)

@@ -35,6 +35,7 @@ import torch
 
 from . import example_cache, limits
 from .io import InputError
+from .methods import METHODS
 from .jobs import CONTROL, Job, VideoOptions, check_method, default_steps, protection_seed
 from .presets import settings_for
 from .targets import DEFAULT_MODEL, EMBEDDED_PATH, FAMILIES, MODELS, TINY_MODELS, Target, load_target
@@ -329,7 +330,7 @@ def gpu_seconds(model, method=None, steps=0, videos=0, frames=0, video_steps=0, 
         steps = 0
     # a protection step costs in proportion to the frames it attacks (the preset's, at most the model's)
     attack_frames = cost["frames"]
-    if loaded is not None and method in METHOD_LABELS:
+    if loaded is not None and method in METHODS:
         attack_frames = settings_for(method, "fast", loaded)[1].get("frames") or cost["frames"]
     pgd = _count(steps, limits.MAX_STEPS) * cost["pgd_step"] * min(attack_frames, cost["frames"]) / cost["frames"]
     frames = _count(frames, limits.MAX_FRAMES) or cost["frames"]
