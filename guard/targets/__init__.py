@@ -29,6 +29,10 @@ class Family:
     target: str  # the name of its Target subclass in that module
     models: dict[str, str] = field(default_factory=dict)  # names a user may type -> hub id or local folder
     tiny: dict[str, str] = field(default_factory=dict)  # tiny model names -> builder function in the module
+    #: full-size models with random weights -> builder function in the module: the real architectures
+    #: and sizes for GPU benchmarks and the app's GPU run (timing depends on shapes, not weights); never
+    #: offered to visitors, loaded only by name (GUARD_MODELS, --model)
+    random: dict[str, str] = field(default_factory=dict)
 
     def load(self, attribute: str):
         return getattr(importlib.import_module(f"{__name__}.{self.module}"), attribute)
@@ -42,15 +46,20 @@ FAMILIES = {
     "svd": Family("StableVideoDiffusionPipeline", "svd", "SVDTarget",
                   models={"embedded": str(EMBEDDED_PATH), "svd": "stabilityai/stable-video-diffusion-img2vid",
                           "svd-xt": "stabilityai/stable-video-diffusion-img2vid-xt"},
-                  tiny={"tiny-svd": "tiny_svd"}),
+                  tiny={"tiny-svd": "tiny_svd"}, random={"random-svd-xt": "random_svd_xt"}),
     "cogvideox": Family("CogVideoXImageToVideoPipeline", "cogvideox", "CogVideoXTarget",
                         models={"cogvideox": "THUDM/CogVideoX-5b-I2V"},
-                        tiny={"tiny-cogvideox": "tiny_cogvideox", "tiny-cogvideox15": "tiny_cogvideox15"}),
+                        tiny={"tiny-cogvideox": "tiny_cogvideox", "tiny-cogvideox15": "tiny_cogvideox15"},
+                        random={"random-cogvideox": "random_cogvideox"}),
     "wan": Family("WanImageToVideoPipeline", "wan", "WanTarget",
                   models={"wan2.1-i2v-14b": "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
                           "wan2.2-i2v-a14b": "Wan-AI/Wan2.2-I2V-A14B-Diffusers",
                           "wan2.2-ti2v-5b": "Wan-AI/Wan2.2-TI2V-5B-Diffusers"},
-                  tiny={"tiny-wan": "tiny_wan", "tiny-wan-moe": "tiny_wan_moe", "tiny-wan-ti2v": "tiny_wan_ti2v"}),
+                  tiny={"tiny-wan": "tiny_wan", "tiny-wan-moe": "tiny_wan_moe", "tiny-wan-ti2v": "tiny_wan_ti2v"},
+                  random={"random-wan2.1-i2v-14b": "random_wan21_i2v_14b", "random-wan2.2-i2v-a14b": "random_wan22_i2v_a14b",
+                          "random-wan2.2-ti2v-5b": "random_wan22_ti2v_5b"}),
+    "ltx": Family("LTXImageToVideoPipeline", "ltx", "LTXTarget", models={"ltx-video": "Lightricks/LTX-Video"},
+                  tiny={"tiny-ltx": "tiny_ltx"}, random={"random-ltx-video": "random_ltx_video"}),
 }
 
 #: tiny random-weight models (built offline, for tests) -> their family
@@ -58,6 +67,8 @@ TINY_MODELS = {name: family for family, entry in FAMILIES.items() for name in en
 #: names a user may type, with what they load (hub ids load only where a hub is reachable; None: built
 #: in memory). The app and the CLI offer its keys.
 MODELS = {name: path for entry in FAMILIES.values() for name, path in entry.models.items()} | dict.fromkeys(TINY_MODELS)
+#: full-size random-weight models (GPU benchmarks) -> their family; loadable by name, not in MODELS
+RANDOM_MODELS = {name: family for family, entry in FAMILIES.items() for name in entry.random}
 DEFAULT_MODEL = "embedded"
 
 
@@ -85,6 +96,9 @@ def load_target(model: str = DEFAULT_MODEL, device: str | torch.device = "cpu",
     if model in TINY_MODELS:
         family = FAMILIES[TINY_MODELS[model]]
         return family.load(family.tiny[model])(device=device, dtype=dtype)
+    if model in RANDOM_MODELS:
+        family = FAMILIES[RANDOM_MODELS[model]]
+        return family.load(family.random[model])(device=device, dtype=dtype)
     path_or_id = MODELS.get(model, model)
     if path_or_id == str(EMBEDDED_PATH) and not (EMBEDDED_PATH / "model_index.json").is_file():
         raise ValueError(f"the embedded model is missing from {EMBEDDED_PATH}")
@@ -100,5 +114,5 @@ def load_target(model: str = DEFAULT_MODEL, device: str | torch.device = "cpu",
     return family.target_class.from_pretrained(path_or_id, device=device, dtype=dtype, name=model, **kwargs)
 
 
-__all__ = ["DEFAULT_MODEL", "EMBEDDED_PATH", "FAMILIES", "MODELS", "TINY_MODELS", "Family", "Target", "Video",
+__all__ = ["DEFAULT_MODEL", "EMBEDDED_PATH", "FAMILIES", "MODELS", "RANDOM_MODELS", "TINY_MODELS", "Family", "Target", "Video",
            "family_of", "load_target"]
