@@ -24,6 +24,7 @@ PRESETS = {
     "freeze": {"reference": (100, {"noise_draws": None}), "fast": (20, {"frames": 8})},
     "vidfreeze": {"reference": (100, {}), "fast": (16, {"frames": 8})},
     "i2vguard": {"reference": (100, {}), "fast": (10, {"frames": 8, "video_steps": 6, "noise_draws": 4})},
+    "medusa": {"reference": (50, {}), "fast": (50, {})},  # MEDUSA's public code: 50 iterations
     "photoguard": {"reference": (200, {}), "fast": (50, {})},
     "noise": {"reference": (0, {}), "fast": (0, {})},
 }
