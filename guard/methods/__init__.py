@@ -5,6 +5,7 @@ from __future__ import annotations
 from .base import Method
 from .freeze import Freeze
 from .i2vguard import I2VGuard
+from .medusa import Medusa
 from .noise import Noise
 from .photoguard import PhotoGuard
 from .vidfreeze import VidFreeze
@@ -12,6 +13,7 @@ from .vidfreeze import VidFreeze
 METHODS: dict[str, type[Method]] = {
     "freeze": Freeze,
     "vidfreeze": VidFreeze,
+    "medusa": Medusa,
     "i2vguard": I2VGuard,
     "photoguard": PhotoGuard,
     "noise": Noise,
@@ -25,4 +27,4 @@ def get_method(name: str, **params) -> Method:
     return METHODS[name](**params)
 
 
-__all__ = ["METHODS", "Method", "get_method", "Freeze", "I2VGuard", "Noise", "PhotoGuard", "VidFreeze"]
+__all__ = ["METHODS", "Method", "get_method", "Freeze", "I2VGuard", "Medusa", "Noise", "PhotoGuard", "VidFreeze"]

@@ -148,7 +148,9 @@ OPTIONS = {
     "noise_draws": at_least(1, integer=True, optional=True),  # None: a fresh draw every step
     "buckets": ordered_pair(0, 255, integer=True, optional=True),  # SVD's motion_bucket_id is in 0..255
     "layers": at_least(1, integer=True, optional=True),  # None: every attention layer
+    "layer": at_least(1, integer=True, optional=True),  # one layer, counted from 1 in forward order; None: the method's
     "video_steps": at_least(1, integer=True, optional=True),  # None: the model's default
+    "video_step": at_least(0, integer=True),  # a denoising step's index, 0 = the first (noisiest)
     "tau1": at_least(0),  # hinge thresholds: a distance
     "tau2": at_least(0),
     "alpha": at_least(0),  # loss weights: a negative one would reward the opposite
