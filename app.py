@@ -13,7 +13,6 @@ import spaces  # noqa: I001  first: on ZeroGPU it must patch torch before anythi
 
 import contextlib
 import functools
-import inspect
 import logging
 import os
 import shutil
@@ -24,7 +23,8 @@ import numpy as np
 
 from guard import example_cache
 from guard import io as gio
-from guard import jobs, limits, page, serving
+from guard import components, jobs, limits, links, page, serving
+from guard.components import NamedDropdown, NamedNumber, NamedRadio, NamedSlider, UploadedImage
 from guard.quiet import quiet_third_party
 
 logger = logging.getLogger("guard.app")
@@ -37,40 +37,6 @@ DEFAULTS = serving.page_defaults(POOL.names[0])
 
 
 stored_examples = functools.cache(lambda: serving.stored_examples(DEFAULTS))  # read on the first click
-
-class UploadedImage(gr.Image):
-    """A gr.Image input that hands the uploaded file over untouched: `guard.io.load_image` reads,
-    checks and converts it. (Gradio's own preprocessing re-encodes a non-RGB upload as lossy WebP and
-    answers a file that is not an image with a bare "Error".)"""
-
-    is_template = True
-
-    def preprocess(self, payload):
-        if payload is None:
-            return None
-        if payload.path is None or (payload.url or "").startswith("data:"):  # a pasted data URL
-            return super().preprocess(payload)
-        return str(payload.path)
-
-
-# Controls with Gradio's own check of the value removed: the value reaches the validator and the entry point,
-# which refuse one out of bounds with a sentence naming the parameter (Gradio's says only "Value -1 is less
-# than minimum value 0." and answers an API client with a bare "400 Bad Request").
-class NamedSlider(gr.Slider):
-    is_template, preprocess = True, lambda self, payload: payload
-
-
-class NamedNumber(gr.Number):
-    is_template, preprocess = True, lambda self, payload: payload
-
-
-class NamedRadio(gr.Radio):
-    is_template, preprocess = True, lambda self, payload: payload
-
-
-class NamedDropdown(gr.Dropdown):
-    is_template, preprocess = True, lambda self, payload: payload
-
 
 # -- adapters: visitor input -> guard, guard's errors -> a sentence -----------------------------------------------
 def refusal(message: str) -> gr.Error:
@@ -131,21 +97,10 @@ def survive_posting_seconds(image, guarded, model, seed, frames, motion_bucket, 
     return serving.gpu_seconds(model, videos=3, frames=frames, video_steps=video_steps, loaded=POOL.loaded(model))
 
 
-# -- checks made before a job is queued (Gradio validators) ----------------------------------------------------
+# -- checks made before a job is queued (Gradio validators): bounds, and one job at a time per visitor ----------
 def validator(entry):
-    """A Gradio validator for an entry point: one gr.validate per input, named after the entry point's
-    parameters (serving.admission: bounds, and one job at a time per visitor); loads nothing."""
-    names = [name for name in inspect.signature(entry).parameters if name != "progress"]
-
-    def validate(*values):
-        *values, request = values
-        refused = serving.admission(dict(zip(names, values)), POOL, *serving.jobs_in_flight(demo, request))
-        return [gr.validate(name not in refused, refused.get(name, "")) for name in names]
-
-    parameter = functools.partial(inspect.Parameter, kind=inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    validate.__signature__ = inspect.Signature([parameter(n) for n in names] + [parameter("request", annotation=gr.Request)])
-    validate.__annotations__ = {"request": gr.Request}  # what Gradio reads to pass the request
-    return validate
+    return components.validator(entry, lambda inputs, request: serving.admission(
+        inputs, POOL, *serving.jobs_in_flight(demo, request)))
 
 
 # -- entry points --------------------------------------------------------------------------------------------
@@ -265,6 +220,31 @@ def show_example(image: str | None, state: dict | None = None):
         session: state}
 
 
+# -- links that redo a result (guard.links) --------------------------------------------------------------------
+def link_query(image: str | None, numbers: dict | None, *values) -> str:
+    """A link's query for what the page shows: the shown result's settings (the seed it used), else the controls'."""
+    return links.encode((numbers or {}).get("settings") or dict(zip(CONTROLS, values)), links.example_name(image, EXAMPLES))
+
+
+def from_link(state: dict | None, request: gr.Request):
+    """The page as its link asks: the controls set to its settings and, for an example, the example with its stored
+    result if the link asks for its settings, else `run_link` set: the page's script presses Protect & animate."""
+    state = new_state(state)
+    link = links.decode(request.query_params, DEFAULTS, methods=serving.METHOD_LABELS, models=POOL.names,
+                        examples=[Path(p).name for p in EXAMPLES])
+    for problem in link.problems:
+        gr.Warning(problem)
+    if not link.given:
+        return {session: state}
+    outputs = dict(zip(controls, map(link.settings.get, CONTROLS))) | {session: state}
+    if link.example is None:
+        return outputs | {run_status: page.LINK_WITHOUT_PHOTO}
+    image = str(shutil.copyfile(EXAMPLES_DIR / link.example, serving.request_dir() / link.example))
+    if all(link.settings[name] == DEFAULTS[name] for name in CONTROLS) and stored_examples().lookup(image):
+        return show_example(image, state) | {image_in: image}
+    return outputs | {image_in: image, run_link: True}
+
+
 # -- page -----------------------------------------------------------------------------------------------------
 CONTROLS = ("method", "eps", "steps", "model", "seed", "randomize_seed", "frames", "video_steps", "motion_bucket",
             "robust")
@@ -282,6 +262,12 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
         with gr.Column(scale=2, min_width=320):
             image_in = UploadedImage(label="Photo to protect", type="filepath", image_mode=None,
                                      sources=["upload", "clipboard"], height=300, elem_id="input-image")
+            with gr.Row():
+                run_btn = gr.Button("Protect & animate", variant="primary", elem_id="run")
+                protect_btn = gr.Button("Protect only", elem_id="protect-only")
+                animate_btn = gr.Button("Animate the photo", elem_id="animate-only")
+            run_status = gr.Markdown(elem_id="run-status")  # what runs and how long is left, where the visitor looks
+            run_link = gr.Checkbox(False, visible="hidden")  # set by a link whose result must be computed
             examples = gr.Examples(examples=[[p] for p in EXAMPLES], inputs=[image_in], label="Examples (stored results)")
             gr.Markdown(page.example_credits(EXAMPLES_DIR), elem_id="example-credits")
             method_in = NamedRadio([(label, key) for key, label in serving.METHOD_LABELS.items()],
@@ -304,10 +290,6 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
                                         label="Motion bucket (SVD family: more = more motion)")
                 robust_in = gr.Checkbox(value=False, label="Robust mode",
                                         info="optimise through random JPEG / resize / crop (slower)")
-            with gr.Row():
-                run_btn = gr.Button("Protect & animate", variant="primary", elem_id="run")
-                protect_btn = gr.Button("Protect only", elem_id="protect-only")
-                animate_btn = gr.Button("Animate the photo", elem_id="animate-only")
         with gr.Column(scale=3, min_width=320):
             with gr.Row(equal_height=True):
                 guarded_out = UploadedImage(label="Guarded image", format="png", type="filepath", interactive=False,
@@ -330,6 +312,11 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
             with gr.Row(equal_height=True):
                 seed_out = NamedNumber(0, label="Seed used", precision=0, interactive=False, scale=1, min_width=120)
                 settings_out = gr.Markdown(label="Settings", elem_id="guard-settings")
+            with gr.Row(equal_height=True):
+                link_btn = gr.Button("Copy link", size="sm", scale=0, min_width=110, elem_id="copy-link")
+                link_out = gr.Textbox(show_label=False, placeholder="a link that redoes this result", interactive=False,
+                                      buttons=["copy"], scale=4, elem_id="link")
+            gr.Markdown(page.LINK_NOTE, elem_id="link-note")
             with gr.Accordion("The numbers as JSON", open=False):
                 numbers_json = gr.JSON(label="Numbers", elem_id="numbers-json")
             with gr.Column(elem_id="posting-section"):
@@ -349,7 +336,7 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
                     posted_json = gr.JSON(label="Numbers after posting")
 
     # each method starts from its own preset's steps (PhotoGuard's steps are cheap, the control has none)
-    method_in.change(lambda m: gr.update(value=serving.steps_for(m)), inputs=method_in, outputs=steps_in, queue=False,
+    method_in.input(lambda m: gr.update(value=serving.steps_for(m)), inputs=method_in, outputs=steps_in, queue=False,
                      api_visibility="private")
     model_in.change(serving.model_note, inputs=model_in, outputs=model_note_out, queue=False, api_visibility="private")
     image_args = [image_in, method_in, eps_in, steps_in, model_in, seed_in, randomize_in]
@@ -360,33 +347,43 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
                 robust_in]  # set by a stored result to the settings in CONTROLS
     posted = [posted_out, posted_video_original, posted_video_guarded, posted_numbers, posted_verdict, posted_json]
     common = dict(concurrency_id="model", concurrency_limit=1)  # one model job at a time; per visitor: validators
+    stale = results + posted + [link_out]  # what a new run, a new photo or an example makes stale
 
-    def clear(*components):
-        """An event that empties the outputs the next step will not refill (no stale results)."""
-        return dict(fn=lambda: [None] * len(components), outputs=list(components), queue=False, api_visibility="private")
+    def clear(*components, status: str = ""):
+        """An event that empties `components` (no stale result while the next one runs), `status` by the buttons."""
+        return dict(fn=lambda: [None] * len(components) + [status], outputs=[*components, run_status], queue=False,
+                    api_visibility="private")
 
-    run_btn.click(**clear(*results, *posted)).then(
+    def reported(event):  # the status line after a job: done (the result scrolled into view), or stopped
+        for then, status, js in ((event.success, "done", page.SCROLL_TO_RESULTS), (event.failure, "failed", None)):
+            then(lambda *_, s=page.STATUS[status]: s, outputs=run_status, js=js, queue=False, api_visibility="private")
+
+    reported(run_btn.click(**clear(*stale, status=page.STATUS["protect_and_animate"])).then(
         protect_and_animate, inputs=image_args + video_args + [robust_in, session], outputs=results + [session],
-        api_name="protect_and_animate", show_progress_on=[guarded_out, video_original, video_guarded],
-        validator=validator(protect_and_animate), **common)
-    protect_btn.click(**clear(video_original, video_guarded, plot_out, verdict_out, *posted)).then(
+        api_name="protect_and_animate", show_progress_on=[run_status, guarded_out, video_original, video_guarded],
+        validator=validator(protect_and_animate), **common))
+    reported(protect_btn.click(**clear(*stale, status=page.STATUS["protect"])).then(
         protect_image, inputs=image_args + [robust_in, session],
         outputs=[guarded_out, guarded_file, perturbation_out, numbers_out, numbers_json, seed_out, settings_out, session],
-        api_name="protect", show_progress_on=[guarded_out], validator=validator(protect_image), **common)
-    animate_btn.click(**clear(guarded_out, guarded_file, perturbation_out, video_guarded, numbers_out, verdict_out,
-                              plot_out, numbers_json, *posted)).then(
+        api_name="protect", show_progress_on=[run_status, guarded_out], validator=validator(protect_image), **common))
+    reported(animate_btn.click(**clear(*stale, status=page.STATUS["animate"])).then(
         animate_image, inputs=[image_in, model_in, seed_in, randomize_in] + video_args + [session],
-        outputs=[video_original, seed_out, settings_out, session], api_name="animate", show_progress_on=[video_original],
-        validator=validator(animate_image), **common)
-    posting_btn.click(**clear(*posted)).then(
+        outputs=[video_original, seed_out, settings_out, session], api_name="animate",
+        show_progress_on=[run_status, video_original], validator=validator(animate_image), **common))
+    posting_btn.click(**clear(*posted, link_out)).then(
         survive_posting, inputs=[image_in, guarded_out, model_in, seed_out] + video_args + [session],
         outputs=posted + [session], api_name="survive_posting", show_progress_on=[posted_out, posted_video_guarded],
         validator=validator(survive_posting), **common)
     # an example shows its stored result at once (not queued behind model jobs) and the settings it used
     examples.load_input_event.then(
-        show_example, inputs=[image_in, session],
-        outputs=results + controls + [session],
-        api_name="show_example", api_visibility="undocumented", queue=False).then(**clear(*posted))
+        show_example, inputs=[image_in, session], outputs=results + controls + [session],
+        api_name="show_example", api_visibility="undocumented", queue=False).then(**clear(*posted, link_out))
+    for chosen in (examples.load_input_event, image_in.upload(**clear(*stale))):  # a new photo: no notice of the last
+        chosen.then(fn=None, js=page.CLOSE_NOTICES)
+    link_btn.click(link_query, inputs=[image_in, numbers_json, *controls], outputs=link_out, queue=False,
+                   api_visibility="private").then(fn=None, js=page.COPY_LINK, inputs=link_out, outputs=link_out)
+    demo.load(from_link, inputs=session, outputs=[image_in, *results, *controls, run_status, run_link, session],
+              api_visibility="private").then(fn=None, js=page.PRESS_RUN, inputs=run_link)  # queued: for its notices
 
 
 def main() -> None:

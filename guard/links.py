@@ -17,11 +17,14 @@ Space's host adds its own (`__theme`, `logs`).
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
-from . import limits
+from . import example_cache, limits
 from .io import InputError
 
 #: the query's parameters, in the order a link lists them (the API's parameter names)
@@ -121,3 +124,16 @@ def decode(query: str | Mapping[str, str], defaults: Mapping, *, methods: Iterab
     if "seed" in link.fields and "randomize_seed" in link.settings:
         link.settings["randomize_seed"] = False  # a link's seed is the seed
     return link
+
+
+@functools.lru_cache(maxsize=4)
+def _example_digests(examples: tuple[str, ...]) -> dict[str, str]:
+    return {example_cache.file_digest(path): Path(path).name for path in examples}
+
+
+def example_name(image: str | os.PathLike | None, examples: Iterable[str | os.PathLike]) -> str | None:
+    """The file name of the example (a path of `examples`) that `image` is, matched by content (an upload of
+    the same file counts); None for any other photo: a visitor's own photo is never named in a link."""
+    if not image or not Path(image).is_file():
+        return None
+    return _example_digests(tuple(map(str, examples))).get(example_cache.file_digest(image))

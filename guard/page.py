@@ -27,13 +27,17 @@ DISPLAY_SIDE, CROP_SIDE, GUTTER = 768, 256, 8
 
 
 def perturbation_view(protection: Protection, eps_levels: int) -> np.ndarray:
-    """The change made visible: -eps..+eps levels mapped to black..white, 0 to mid-gray. A photo longer
-    than DISPLAY_SIDE is shown whole, downscaled by keeping every n-th pixel (averaging would blur
-    the grain of the change into gray), with a red frame around its centre, and beside it that
-    centre as a CROP_SIDE-px crop at 100% (one pixel of the photo per pixel): what the change looks
-    like at real size. uint8 (h, w, 3)."""
-    delta = protection.perturbation().astype(np.float32)  # (H, W, 3), 8-bit levels
-    change = np.clip(127.5 + delta * (127.5 / max(eps_levels, 1)), 0, 255).round().astype(np.uint8)
+    """The change made visible, in gray: each pixel's largest change over its three channels, with its
+    sign, -eps..+eps levels mapped to black..white, 0 (the pixel unchanged) to mid-gray. (Each channel
+    on its own would show as a saturated rainbow, and a channel mean would show a pixel whose channels
+    moved apart as unchanged.) A photo longer than DISPLAY_SIDE is shown whole, downscaled by keeping
+    every n-th pixel (averaging would blur the grain of the change into gray), with a red frame around
+    its centre, and beside it that centre as a CROP_SIDE-px crop at 100% (one pixel of the photo per
+    pixel): what the change looks like at real size. uint8 (h, w, 3); gray but for the red frame."""
+    delta = protection.perturbation()  # (H, W, 3), 8-bit levels
+    largest = np.take_along_axis(delta, np.abs(delta).argmax(axis=-1)[..., None], axis=-1)  # (H, W, 1), signed
+    gray = np.clip(127.5 + largest.astype(np.float32) * (127.5 / max(eps_levels, 1)), 0, 255).round().astype(np.uint8)
+    change = np.repeat(gray, 3, axis=-1)  # (H, W, 3)
     height, width = change.shape[:2]
     if max(height, width) <= DISPLAY_SIDE:
         return change
@@ -259,12 +263,47 @@ CSS = """
 .guard-numbers tbody th small { display: block; font-weight: 400; opacity: 0.7; }
 @media (max-width: 480px) { .guard-numbers { font-size: 0.85em; } .guard-numbers tbody th { width: auto; } }
 #model input { padding-right: 2.2em; text-overflow: ellipsis; }
+#run-status { min-height: 3.2em; }
+#run-status p, #link-note p { font-size: 0.9em; }
+#link-note p { opacity: 0.85; }
 """
-OUTPUTS_NOTE = ("The guarded PNG has the photo's own size. Change, amplified: gray = unchanged, black / white = -eps / "
-                f"+eps; a photo over {DISPLAY_SIDE} px is shown whole (every n-th pixel) with its centre (red frame) beside "
+OUTPUTS_NOTE = ("The guarded PNG has the photo's own size. Change, amplified: each pixel's largest change over its "
+                f"three colours, mid-gray = unchanged, black / white = -eps / +eps; a photo over {DISPLAY_SIDE} px is shown whole (every n-th pixel) with its centre (red frame) beside "
                 "it at 100%: open it full screen to see the change at real size. Both videos are made from the photos "
                 "at their own size, resized by the model's pipeline as an animator's would, with the same seed and "
                 "settings.")
 POSTING_NOTE = (f"### Does it survive posting?\nThe original, the guarded image and the control, each {report.POSTING} "
                 "as a platform would, animated again with the same seed.")
 
+
+# -- what the page says while a job runs, and its links (guard.links) -------------------------------------------
+#: the status line under the buttons: what runs (the progress bar and the time left show over it), then the end
+STATUS = {
+    "protect_and_animate": "⏳ **Working:** protecting the photo, then making three videos with the same seed (the "
+                           "original, the guarded photo, the noise control). The bar here shows each step and the time "
+                           "left; the result appears beside (below on a phone).",
+    "protect": "⏳ **Working:** protecting the photo. The bar here shows each step and the time left.",
+    "animate": "⏳ **Working:** making a video of the photo as it is. The bar here shows each step and the time left.",
+    "done": "✅ **Done.** The result is beside (below on a phone); **Copy link** under it gives a link that redoes it.",
+    "failed": "⚠️ **Stopped:** the message in the corner says why.",
+}
+LINK_NOTE = ("A link carries the settings and the seed (and which example, for an example photo), so opening it redoes "
+             "the same result. It never carries your own photo (nothing you upload is kept): whoever opens it uploads "
+             "the same photo and presses **Protect & animate**.")
+LINK_WITHOUT_PHOTO = ("🔗 The controls are set to this link's settings. A link does not carry the photo: upload the photo "
+                      "it was made from and press **Protect & animate** (the same photo gives the same result).")
+#: the page's scripts (Gradio runs them in the browser): close every notice (a new photo makes them stale); copy
+#: the link (this page's address plus the query of guard.links); press the run button (a link to a result that is
+#: not stored); bring the result into view when it is below the screen (a phone) or above it
+CLOSE_NOTICES = "() => { document.querySelectorAll('.toast-close').forEach((button) => button.click()); }"
+COPY_LINK = """(query) => {
+    const url = window.location.origin + window.location.pathname + (query ? "?" + query : "");
+    if (navigator.clipboard) navigator.clipboard.writeText(url).catch(() => {});
+    return url;
+}"""
+PRESS_RUN = "(go) => { if (go) setTimeout(() => document.getElementById('run').click(), 300); }"
+SCROLL_TO_RESULTS = """() => {
+    const result = document.getElementById('guarded-image');
+    const top = result ? result.getBoundingClientRect().top : 0;
+    if (result && (top < 0 || top > window.innerHeight * 0.6)) result.scrollIntoView({behavior: 'smooth', block: 'start'});
+}"""
