@@ -45,7 +45,9 @@ def load_image(source: str | os.PathLike | PIL.Image.Image,
     profile of a grayscale or CMYK image does not describe RGB pixels and is left out (a notice says
     so). Other metadata (EXIF: camera, place) is not carried over. With `max_side`, an image longer
     than that on a side is shrunk to fit (Lanczos, aspect kept), with a notice: the app and the
-    command line pass `guard.limits.MAX_SIDE`."""
+    command line pass `guard.limits.MAX_SIDE`. A grayscale photo (stored as grayscale, or as RGB with
+    equal channels) gets a notice that it stays grayscale (`keep_gray`, `save_png`). Every sentence
+    about the photo's size names the size it was given at."""
     notices: list[str] = []
     if isinstance(source, PIL.Image.Image):
         image, name = source, "the image"
@@ -86,14 +88,44 @@ def load_image(source: str | os.PathLike | PIL.Image.Image,
         if profile:
             notices.append(f"{name}: its colour profile is for {MODE_NAMES.get(mode, mode)} pixels and was left out "
                            "of the RGB image")
+    width, height = image.size
+    if min(width, height) < MIN_SIDE:
+        raise InputError(f"{name}: {width}x{height} is too small (at least {MIN_SIDE} px a side)")
     if max_side is not None and max(image.size) > max_side:
-        width, height = image.size
         image.thumbnail((max_side, max_side), PIL.Image.Resampling.LANCZOS)
+        if min(image.size) < MIN_SIDE:
+            raise InputError(f"{name}: {width}x{height} is too narrow: shrunk to {max_side} px on its longer side it "
+                             f"would be {image.width}x{image.height} (at least {MIN_SIDE} px a side)")
         notices.append(f"{name}: {width}x{height} is larger than {max_side} px on a side: shrunk to "
                        f"{image.width}x{image.height} first (the guarded image has this size)")
-    if min(image.size) < MIN_SIDE:
-        raise InputError(f"{name}: {image.width}x{image.height} is too small (at least {MIN_SIDE} px a side)")
+    if is_grayscale(image):
+        notices.append(f"{name} is a black-and-white (grayscale) photo: it is guarded in gray, and the guarded image "
+                       "stays grayscale")
     return image, notices
+
+
+def is_grayscale(image: PIL.Image.Image | np.ndarray) -> bool:
+    """Whether an image is gray: mode L, or every pixel's channels equal (uint8 (H, W) or (H, W, 3))."""
+    array = np.asarray(image)
+    return array.ndim == 2 or bool((array[..., 0] == array[..., 1]).all() and (array[..., 1] == array[..., 2]).all())
+
+
+def keep_gray(original: PIL.Image.Image, guarded: PIL.Image.Image) -> PIL.Image.Image:
+    """`guarded` kept gray when `original` is (`is_grayscale`): each pixel's change projected onto equal
+    channels (the three channels replaced by their mean, rounded), so that a black-and-white photo comes
+    back black and white; else `guarded` itself.
+
+    The bound holds: the mean of three changes within [-eps, eps] is within it, and rounding it moves
+    the pixel toward the original's whole level at most. Both 8-bit RGB of one size; the result is RGB
+    with equal channels (as every other photo in guard's chain) with `guarded`'s info (its ICC profile);
+    `save_png` writes it as a grayscale PNG."""
+    if not is_grayscale(original):
+        return guarded
+    pixels = np.asarray(guarded.convert("RGB"), dtype=np.float32)  # (H, W, 3)
+    gray = np.clip(pixels.mean(axis=-1), 0, 255).round().astype(np.uint8)  # (H, W)
+    kept = PIL.Image.fromarray(np.repeat(gray[..., None], 3, axis=-1))
+    kept.info.update(guarded.info)
+    return kept
 
 
 def _to_rgb8(image: PIL.Image.Image, name: str, notices: list[str]) -> PIL.Image.Image:
@@ -126,11 +158,15 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 
 def save_png(image: PIL.Image.Image | np.ndarray, path: str | os.PathLike) -> Path:
     """Lossless 8-bit PNG: the saved pixels are exactly the given ones, with the image's ICC profile
-    (`image.info["icc_profile"]`, as `load_image` keeps it) when it has one."""
+    (`image.info["icc_profile"]`, as `load_image` keeps it) when it has one. An RGB image whose channels
+    are all equal and that has no profile (an RGB profile does not describe gray pixels) is written as a
+    grayscale PNG: the same pixels, read back as RGB, and a black-and-white photo stays one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(image, np.ndarray):
         image = PIL.Image.fromarray(image)
+    if image.mode == "RGB" and not image.info.get("icc_profile") and is_grayscale(image):
+        image = image.getchannel(0)
     image.save(path, format="PNG")
     return path
 

@@ -268,10 +268,10 @@ CSS = """
 #link-note p { opacity: 0.85; }
 """
 OUTPUTS_NOTE = ("The guarded PNG has the photo's own size. Change, amplified: each pixel's largest change over its "
-                f"three colours, mid-gray = unchanged, black / white = -eps / +eps; a photo over {DISPLAY_SIDE} px is shown whole (every n-th pixel) with its centre (red frame) beside "
-                "it at 100%: open it full screen to see the change at real size. Both videos are made from the photos "
-                "at their own size, resized by the model's pipeline as an animator's would, with the same seed and "
-                "settings.")
+                f"three colours, mid-gray = unchanged, black / white = -eps / +eps; a photo over {DISPLAY_SIDE} px is "
+                "shown whole (every n-th pixel) with its centre (red frame) beside it at 100%: open it full screen to "
+                "see the change at real size. Both videos are made from the photos at their own size, resized by the "
+                "model's pipeline as an animator's would, with the same seed and settings.")
 POSTING_NOTE = (f"### Does it survive posting?\nThe original, the guarded image and the control, each {report.POSTING} "
                 "as a platform would, animated again with the same seed.")
 
