@@ -24,6 +24,11 @@ def get_method(name: str, **params) -> Method:
     """A method object by name, with its parameters (see each class for names and defaults)."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}: use one of {', '.join(METHODS)}")
+    known = METHODS[name].__dataclass_fields__
+    unknown = sorted(set(params) - set(known))
+    if unknown:  # a ValueError naming the option, as for a bad value (the dataclass would raise TypeError)
+        raise ValueError(f"unknown option {', '.join(map(repr, unknown))} for {name}: use one of "
+                         f"{', '.join(known) or 'none'}")
     return METHODS[name](**params)
 
 
