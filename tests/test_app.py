@@ -134,11 +134,16 @@ def test_protect_is_deterministic_and_the_download_is_the_image(served):
     guarded, guarded_file, perturbation, _, _, seed, _ = first
     assert Path(guarded).read_bytes() == Path(guarded_file).read_bytes() == Path(second[0]).read_bytes()
     assert seed == 11
-    # the amplified perturbation is mid-gray where nothing changed and uses the full range elsewhere
+    # the amplified perturbation is gray, as its caption says: mid-gray where a pixel is unchanged, black / white
+    # where its largest change is -eps / +eps
     delta = np.asarray(PIL.Image.open(guarded), np.int16) - prepared_example(app)
-    shown = np.asarray(PIL.Image.open(perturbation), np.int16)
-    assert np.all(shown[delta == 0] == 128)
-    assert np.all(shown[delta == 4] == 255) and np.all(shown[delta == -4] == 0)
+    shown = np.asarray(PIL.Image.open(perturbation).convert("RGB"), np.int16)
+    assert (shown == shown[..., :1]).all(), "the change is shown in colour, its caption says gray"
+    largest = np.take_along_axis(delta, np.abs(delta).argmax(axis=-1)[..., None], axis=-1)[..., 0]
+    shown = shown[..., 0]
+    assert np.all(shown[(delta == 0).all(axis=-1)] == 128)
+    assert np.all(shown[largest == 4] == 255) and np.all(shown[largest == -4] == 0) and (largest != 0).any()
+    assert np.all(shown[(largest != 0)] != 128)  # a pixel whose channels moved apart is not shown unchanged
 
 
 def test_animate_and_random_seed(served):
@@ -236,7 +241,27 @@ def test_unusual_images_are_converted(served, tmp_path):
     for path in paths:
         guarded, *_ = call(client, "/protect", image=handle_file(str(path)), method="noise", eps=8, steps=0,
                            model=MODEL, seed=0, randomize_seed=False, robust=False)
-        assert PIL.Image.open(guarded).mode == "RGB", path.name
+        with PIL.Image.open(guarded) as png:  # a black-and-white photo stays black and white
+            assert png.mode == ("L" if path.stem.startswith("gray") else "RGB"), path.name
+
+
+def test_a_grayscale_photo_stays_grayscale(served, tmp_path):
+    """The guarded image of a black-and-white photo (stored as grayscale or as RGB with equal channels) is a
+    grayscale PNG within eps of it, and so is the control it is judged against."""
+    from gradio_client import handle_file
+
+    app, client = served
+    for mode in ("L", "RGB"):
+        path = tmp_path / f"bw_{mode}.png"
+        PIL.Image.open(EXAMPLE).convert("L").resize((96, 64)).convert(mode).save(path)
+        guarded, _, perturbation, _, numbers_json, *_ = call(
+            client, "/protect", image=handle_file(str(path)), method="photoguard", eps=8, steps=1, model=MODEL, seed=0,
+            randomize_seed=False, robust=False)
+        with PIL.Image.open(guarded) as png:
+            assert png.mode == "L", mode
+            change = np.asarray(png, np.int16) - np.asarray(PIL.Image.open(path).convert("L"), np.int16)
+        assert 0 < np.abs(change).max() <= 8 and numbers_json["image"]["linf"] == np.abs(change).max()
+        assert PIL.Image.open(perturbation).mode == "L"
 
 
 # -- pure helpers ------------------------------------------------------------------------------------------
@@ -268,8 +293,10 @@ def test_perturbation_view_shows_the_whole_change_and_a_crop_at_full_size(served
     assert view.shape == (max(round(1200 * page.DISPLAY_SIDE / 2000), side), whole_w + page.GUTTER + side, 3)
     crop = view[:side, whole_w + page.GUTTER:]
     top, left = (1200 - side) // 2, (2000 - side) // 2
-    expected = np.clip(127.5 + delta[top:top + side, left:left + side] * 127.5 / 4, 0, 255).round()
-    assert np.array_equal(crop, expected.astype(np.uint8))  # one pixel of the photo per pixel
+    part = delta[top:top + side, left:left + side]
+    largest = np.take_along_axis(part, np.abs(part).argmax(axis=-1)[..., None], axis=-1)  # each pixel's, signed
+    expected = np.clip(127.5 + largest * 127.5 / 4, 0, 255).round()
+    assert np.array_equal(crop, np.repeat(expected, 3, axis=-1).astype(np.uint8))  # one pixel of the photo per pixel
     assert set(np.unique(view[:side, :whole_w])) <= {0, 128, 255, 220}  # the grain kept, and the red frame
     small = Protection(PIL.Image.fromarray(guarded[:300, :400]), PIL.Image.fromarray(original[:300, :400]), "noise", {})
     assert page.perturbation_view(small, 4).shape == (300, 400, 3)
@@ -427,8 +454,21 @@ def test_notices_name_16_bit_and_are_shown_once(served, monkeypatch, tmp_path):
     state = app.protect_image(str(gray16), "noise", 8, 0, MODEL, 0, False, False, state, progress=quiet)[app.session]
     state = app.animate_image(str(gray16), MODEL, 0, False, 2, 127, 1, state, progress=quiet)[app.session]
     assert any("16-bit image converted to 8 bits" in m for m in shown) and not any("I;16" in m for m in shown)
-    # the 16-bit notice, once; no resize notice: the photo is guarded at its own size
-    assert len(shown) == len(set(shown)) == 1, shown
+    # the 16-bit and the grayscale notices, once each; no resize notice: the photo is guarded at its own size
+    assert any("stays grayscale" in m for m in shown)
+    assert len(shown) == len(set(shown)) == 2, shown
+
+
+def test_a_notice_names_the_size_given(served, monkeypatch, tmp_path):
+    """A photo too narrow once shrunk is refused with the size it was uploaded at, as the command line says."""
+    import gradio as gr
+
+    app, _ = served
+    narrow = tmp_path / "narrow.png"
+    PIL.Image.new("RGB", (1, 5000), "navy").save(narrow)
+    with pytest.raises(gr.Error, match="1x5000 is too small") as info:
+        app.protect_image(str(narrow), "noise", 8, 0, MODEL, 0, False, False, progress=lambda *a, **k: None)
+    assert "x4096" not in str(info.value)
 
 
 def test_one_job_at_a_time_per_visitor(served):
@@ -538,3 +578,59 @@ def test_clicking_an_example_answers_in_under_a_second(served):
         assert guarded and video_path(video_original) and video_path(video_guarded) and "stored result" in verdict
     print(f"clicked examples answered in {', '.join(f'{t:.2f}' for t in timings)} s")
     assert max(timings) < 1.0, timings
+
+
+# -- links that redo a result ------------------------------------------------------------------------------
+class LinkRequest:
+    """What from_link reads of a gr.Request: the page's query."""
+
+    def __init__(self, query: str):
+        from urllib.parse import parse_qsl
+
+        self.query_params = dict(parse_qsl(query))
+
+
+def test_a_link_redoes_a_result_byte_for_byte(served):
+    """A result made with a random seed: its link carries the seed used, and the link's settings give the same
+    guarded PNG again."""
+    from gradio_client import handle_file
+
+    from guard import links
+
+    app, client = served
+    first = call(client, "/protect", image=handle_file(str(EXAMPLE)), method="photoguard", eps=5, steps=1, model=MODEL,
+                 seed=0, randomize_seed=True, robust=False)
+    query = app.link_query(str(EXAMPLE), first[4], *[app.DEFAULTS[name] for name in app.CONTROLS])
+    assert f"seed={first[5]}" in query and "example=chelsea.png" in query and "eps=5" in query
+    settings = app.from_link(None, LinkRequest(query))
+    values = {name: settings[control] for name, control in zip(app.CONTROLS, app.controls)}
+    assert values["seed"] == first[5] and values["randomize_seed"] is False and values["method"] == "photoguard"
+    again = call(client, "/protect", image=handle_file(settings[app.image_in]), method=values["method"],
+                 eps=values["eps"], steps=values["steps"], model=values["model"], seed=values["seed"],
+                 randomize_seed=values["randomize_seed"], robust=values["robust"])
+    assert Path(again[0]).read_bytes() == Path(first[0]).read_bytes()
+    assert links.example_name(settings[app.image_in], app.EXAMPLES) == "chelsea.png"
+
+
+def test_a_link_sets_the_controls_and_says_what_it_cannot_carry(served, monkeypatch):
+    app, _ = served
+    shown = []
+    monkeypatch.setattr(app.gr, "Warning", lambda message, *a, **k: shown.append(message))
+    # settings only (an uploaded photo's link): the controls, and a line by the button that the photo is not in it
+    outputs = app.from_link(None, LinkRequest("method=i2vguard&eps=6&steps=3&seed=77&frames=4&video_steps=2&robust=1"))
+    values = {name: outputs[control] for name, control in zip(app.CONTROLS, app.controls)}
+    assert values == {**app.DEFAULTS, "method": "i2vguard", "eps": 6, "steps": 3, "seed": 77, "frames": 4,
+                      "video_steps": 2, "robust": True}
+    assert app.image_in not in outputs and "does not carry the photo" in outputs[app.run_status] and shown == []
+    # an example at settings with no stored result: the example is set and the run is pressed by the page
+    outputs = app.from_link(None, LinkRequest("example=coffee.png&steps=1&seed=4"))
+    assert outputs[app.run_link] is True and Path(outputs[app.image_in]).name == "coffee.png"
+    assert Path(outputs[app.image_in]).read_bytes() == (ROOT / "examples" / "coffee.png").read_bytes()
+    # a bad value: a notice naming it, the default kept, no traceback; no link: nothing changes
+    outputs = app.from_link(None, LinkRequest("eps=900&seed=5"))
+    assert outputs[app.eps_in] == app.DEFAULTS["eps"] and outputs[app.seed_in] == 5
+    assert shown == [f"This link's eps must be between 1 and {limits.MAX_EPS}, got '900': the page's default "
+                     f"({app.DEFAULTS['eps']}) is used instead."]
+    assert set(app.from_link(None, LinkRequest("__theme=dark"))) == {app.session}
+    # the link of a visitor's own photo names no example, only the settings
+    assert "example=" not in app.link_query(str(ROOT / "README.md"), None, *map(app.DEFAULTS.get, app.CONTROLS))
