@@ -3,6 +3,9 @@ integer noise levels, its frame-to-frame attention maps (against the full softma
 gradient checkpointing, maps_only), its video latents' space, the frame counts it refuses, and the
 positional embedding the attacks see. What every family must do is checked in tests/test_targets.py."""
 
+import contextlib
+
+import numpy as np
 import PIL.Image
 import pytest
 import torch
@@ -37,7 +40,7 @@ def test_working_size():
     """With no size given: the pipeline's own default for CogVideoX-5b-I2V (its transformer's sample
     size, 480 x 720 there), read from the pipeline's check_inputs; for CogVideoX1.5, whose config names
     no single size, the model card's 768 x 1360."""
-    from guard.targets.cogvideox import COGVIDEOX15_SIZE, tiny_cogvideox15
+    from guard.targets.cogvideox import COGVIDEOX15_SIZE, _tiny_pipeline
 
     class Sizes(Exception):
         pass
@@ -45,13 +48,16 @@ def test_working_size():
     def stop(image, prompt, height, width, *args, **kwargs):
         raise Sizes(height, width)
 
-    pipe = tiny_cogvideox().pipe
+    # fresh pipelines of the tiny builders (a target drops its pipeline's text encoder)
+    pipe = _tiny_pipeline(0, transformer=dict(use_learned_positional_embeddings=True), vae={})
     pipe.check_inputs = stop
     with pytest.raises(Sizes) as sizes:
         pipe(PIL.Image.new("RGB", (8, 8)), prompt="a")
     target = CogVideoXTarget(pipe)
     assert (target.height, target.width) == sizes.value.args
-    target = CogVideoXTarget(tiny_cogvideox15().pipe)
+    target = CogVideoXTarget(_tiny_pipeline(0, transformer=dict(patch_size_t=2, patch_bias=False, ofs_embed_dim=8,
+                                                                use_learned_positional_embeddings=False),
+                                            vae=dict(invert_scale_latents=True, scaling_factor=0.7)))
     assert (target.height, target.width) == COGVIDEOX15_SIZE
 
 
@@ -203,3 +209,55 @@ def test_maps_only_stops_after_the_blocks_read(tiny, step):
     assert len(first) == 1 and not ran
     assert torch.allclose(first[0], maps[0], atol=1e-6)
     assert torch.allclose(grad, reference, atol=1e-7, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def text_encoder():
+    """A fresh copy of the text encoder `tiny_cogvideox` makes (the same seed, the same weights); the
+    target drops its own once the prompts are encoded."""
+    from guard.targets.cogvideox import _tiny_pipeline
+
+    return _tiny_pipeline(0, transformer=dict(use_learned_positional_embeddings=True), vae={}).text_encoder
+
+
+@contextlib.contextmanager
+def own_text_encoder(target, text_encoder):
+    """The target's pipeline with a text encoder again, for the duration of the block."""
+    target.pipe.text_encoder = text_encoder
+    try:
+        yield target.pipe
+    finally:
+        target.pipe.text_encoder = None
+
+
+def test_prompts_encoded_once(tiny, photo, text_encoder):
+    """The text encoder is gone after loading; the conditioning's text embeddings, and the negative ones
+    guidance uses, are the pipeline's encode_prompt output (in the transformer's dtype, on its device)."""
+    assert tiny.pipe.text_encoder is None
+    cond = tiny.condition(image_tensor(tiny, photo))
+    max_length = tiny.transformer.config.max_text_seq_length
+    with own_text_encoder(tiny, text_encoder) as pipe, torch.no_grad():
+        theirs, negative = pipe.encode_prompt(tiny.prompt, tiny.negative_prompt, max_sequence_length=max_length,
+                                              device=tiny.device)
+    assert cond["prompt_embeds"].device == tiny.device and cond["prompt_embeds"].dtype == tiny.dtype
+    assert torch.equal(cond["prompt_embeds"], theirs)
+    assert torch.equal(tiny.negative_prompt_embeds, negative)
+
+
+def test_video_is_the_pipelines_from_the_prompt(tiny, photo, text_encoder):
+    """`generate` without a text encoder makes byte for byte the video the pipeline makes from the prompt
+    with its own text encoder, same seed, with classifier-free guidance (prompt and negative prompt)."""
+    ours = tiny.generate(photo, seed=5, num_inference_steps=2)
+    with own_text_encoder(tiny, text_encoder) as pipe:
+        theirs = pipe(photo, prompt=tiny.prompt, height=tiny.height, width=tiny.width, num_frames=tiny.num_frames,
+                      num_inference_steps=2, output_type="np", generator=torch.Generator(tiny.device).manual_seed(5),
+                      max_sequence_length=tiny.transformer.config.max_text_seq_length).frames[0]
+    assert np.array_equal(ours.frames, (theirs * 255).round().astype(np.uint8))
+
+
+def test_another_prompt_is_refused(tiny, photo):
+    """Only the prompts encoded at load exist: another one is a ValueError naming the field."""
+    with pytest.raises(ValueError, match="negative_prompt: "):
+        tiny.generate(photo, num_inference_steps=1, negative_prompt="static")
+    with pytest.raises(ValueError, match="prompt: "):
+        tiny.generate(photo, num_inference_steps=1, prompt="a cat")

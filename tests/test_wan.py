@@ -4,8 +4,10 @@ mask, the per-token timesteps of TI2V, the expert at a noise level, the causal V
 a shorter video (and the RoPE grid of that video), the CLIP preprocessing, and the recording processor
 being diffusers' own."""
 
+import contextlib
 import copy
 
+import numpy as np
 import pytest
 import torch
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor
@@ -204,3 +206,53 @@ def test_presets_run_all_frames(name):
             built, _ = jobs.Job(method=method, preset=preset).build(target)
             target.check_num_frames(getattr(built, "frames", None))
     assert settings_for("vidfreeze", "fast", target)[1] == {"layers": 4}
+
+
+@pytest.fixture(scope="module")
+def text_encoder():
+    """A fresh copy of the text encoder the tiny builders make (the same seed, the same weights); the
+    targets drop theirs once the prompts are encoded."""
+    from guard.targets.wan import _tiny_pipeline
+
+    return _tiny_pipeline(0).text_encoder
+
+
+@contextlib.contextmanager
+def own_text_encoder(target, text_encoder):
+    """The target's pipeline with a text encoder again, for the duration of the block."""
+    target.pipe.text_encoder = text_encoder
+    try:
+        yield target.pipe
+    finally:
+        target.pipe.text_encoder = None
+
+
+def test_prompts_encoded_once(target, cond, text_encoder):
+    """The text encoder is gone after loading; the conditioning's text embeddings, and the negative ones
+    guidance uses, are the pipeline's encode_prompt output (in the transformer's dtype, on its device)."""
+    assert target.pipe.text_encoder is None
+    with own_text_encoder(target, text_encoder) as pipe, torch.no_grad():
+        theirs, negative = pipe.encode_prompt(target.prompt, target.negative_prompt, max_sequence_length=512,
+                                              device=target.device)
+    assert cond["prompt_embeds"].device == target.device and cond["prompt_embeds"].dtype == target.dtype
+    assert torch.equal(cond["prompt_embeds"], theirs.to(target.dtype))
+    assert torch.equal(target.negative_prompt_embeds, negative.to(target.dtype))
+
+
+def test_video_is_the_pipelines_from_the_prompt(target, photo, text_encoder):
+    """`generate` without a text encoder makes byte for byte the video the pipeline makes from the prompt
+    with its own text encoder, same seed, with classifier-free guidance (prompt and negative prompt)."""
+    ours = target.generate(photo, seed=5, num_inference_steps=2)
+    with own_text_encoder(target, text_encoder) as pipe:
+        theirs = pipe(photo, prompt=target.prompt, height=target.height, width=target.width,
+                      num_frames=target.num_frames, num_inference_steps=2, output_type="np",
+                      generator=torch.Generator(target.device).manual_seed(5)).frames[0]
+    assert np.array_equal(ours.frames, (theirs * 255).round().astype(np.uint8))
+
+
+def test_another_prompt_is_refused(target, photo):
+    """Only the prompts encoded at load exist: another one is a ValueError naming the field."""
+    with pytest.raises(ValueError, match="negative_prompt: "):
+        target.generate(photo, num_inference_steps=1, negative_prompt="static")
+    with pytest.raises(ValueError, match="prompt: "):
+        target.generate(photo, num_inference_steps=1, prompt="a cat")

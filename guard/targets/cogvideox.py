@@ -19,6 +19,8 @@ What differs from SVD:
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import PIL.Image
 import torch
@@ -175,18 +177,20 @@ class CogVideoXTarget(Target):
     def __init__(self, pipe: CogVideoXImageToVideoPipeline, name: str = "cogvideox",
                  prompt: str = DEFAULT_PROMPT, num_inference_steps: int = 50,
                  queries_per_frame: int = QUERIES_PER_FRAME, height: int | None = None,
-                 width: int | None = None, checkpointing: bool | None = None):
-        """pipe: a loaded I2V pipeline; prompt: what `condition` encodes (and `generate`'s default);
-        queries_per_frame: video queries sampled per latent frame for the attention maps;
+                 width: int | None = None, checkpointing: bool | None = None, negative_prompt: str = ""):
+        """pipe: a loaded I2V pipeline with its text encoder; prompt: what `condition` and `generate` condition
+        on, negative_prompt: what classifier-free guidance steers away from ("" is the pipeline's default),
+        both encoded here once, after which the text encoder is dropped (`pipe.text_encoder` is None: T5-XXL
+        holds about 9.5 GB in bf16 and guard never encodes another prompt); queries_per_frame: video queries sampled per latent frame for the attention maps;
         height, width: working resolution (default: the transformer's sample size, 480 x 720 for
         CogVideoX-5b-I2V; 768 x 1360 for 1.5)."""
         super().__init__()
         if queries_per_frame < 1:
             raise ValueError(f"queries_per_frame must be >= 1, got {queries_per_frame}")
         self.pipe, self.name = pipe, name
-        self.transformer, self.vae, self.text_encoder = pipe.transformer, pipe.vae, pipe.text_encoder
+        self.transformer, self.vae = pipe.transformer, pipe.vae
         self.denoiser = self.transformer
-        for module in (self.transformer, self.vae, self.text_encoder):
+        for module in (self.transformer, self.vae):
             module.requires_grad_(False).eval()
         self.scheduler = pipe.scheduler
         self.device, self.dtype = self.transformer.device, self.transformer.dtype
@@ -207,7 +211,7 @@ class CogVideoXTarget(Target):
         )
         # One processor instance for every layer; it only computes maps when `denoise` asks.
         self.transformer.set_attn_processor(FrameAttentionRecorder(self.attention_store, queries_per_frame))
-        self.set_prompt(prompt)
+        self._encode_prompts(prompt, negative_prompt)
         # Block-level activation checkpointing for attack steps (default: on for CUDA, where a 5B
         # attack step then peaks at about 22 GiB, measured on an H100; off on CPU)
         if checkpointing is None:
@@ -224,14 +228,31 @@ class CogVideoXTarget(Target):
         return cls(pipe.to(device), **kwargs)
 
     @torch.no_grad()
-    def set_prompt(self, prompt: str) -> None:
-        """Encode `prompt` once with T5 (as the pipeline's `encode_prompt`) for `condition`."""
-        self.prompt = prompt
-        self.prompt_embeds, _ = self.pipe.encode_prompt(
-            prompt, do_classifier_free_guidance=False, num_videos_per_prompt=1,
+    def _encode_prompts(self, prompt: str, negative_prompt: str) -> None:
+        """Encode both prompts once with the pipeline's `encode_prompt` (T5, max_text_seq_length tokens, in
+        the target's dtype, as the pipeline encodes them), then drop the text encoder."""
+        if self.pipe.text_encoder is None:
+            raise ValueError(f"{self.name}: the pipeline has no text encoder to encode the prompt {prompt!r}")
+        self.prompt, self.negative_prompt = prompt, negative_prompt
+        self.prompt_embeds, self.negative_prompt_embeds = self.pipe.encode_prompt(
+            prompt, negative_prompt, do_classifier_free_guidance=True, num_videos_per_prompt=1,
             max_sequence_length=self.transformer.config.max_text_seq_length,
             device=self.device, dtype=self.dtype,
-        )  # (1, L, D)
+        )  # (1, L, D) each
+        self.pipe.text_encoder = None
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def prompt_inputs(self, prompt: str | None = None, negative_prompt: str | None = None) -> dict:
+        """The pipeline's `prompt_embeds` / `negative_prompt_embeds` for `generate`'s prompt options (None:
+        the target's own). Only the prompts encoded at load exist: another one raises ValueError."""
+        for field, given, own in (("prompt", prompt, self.prompt), ("negative_prompt", negative_prompt,
+                                                                   self.negative_prompt)):
+            if given is not None and given != own:
+                raise ValueError(f"{field}: {self.name} encoded its {field} {own!r} when it was loaded and has no "
+                                 f"text encoder since; load it with {field}={given!r} to use {given!r}")
+        return {"prompt_embeds": self.prompt_embeds, "negative_prompt_embeds": self.negative_prompt_embeds}
 
     # -- shapes -----------------------------------------------------------------------------------
     def check_num_frames(self, num_frames: int | None) -> None:
@@ -390,30 +411,31 @@ class CogVideoXTarget(Target):
     def _generate(self, image: PIL.Image.Image, seed: int, num_frames: int | None, num_inference_steps: int | None,
                   return_latents: bool, callback, prompt: str | None = None, negative_prompt: str | None = None,
                   guidance_scale: float | None = None, use_dynamic_cfg: bool | None = None) -> Video:
-        """prompt None: `self.prompt`; the other options None: the pipeline's defaults (guidance 6,
-        no dynamic guidance). The latents are returned without the padding frame CogVideoX1.5 adds."""
+        """prompt, negative_prompt: None or the target's own (`prompt_inputs`: the pipeline gets their
+        embeddings); the other options None: the pipeline's defaults (guidance 6, no dynamic guidance).
+        The latents are returned without the padding frame CogVideoX1.5 adds."""
         num_frames = num_frames or self.num_frames
         steps = num_inference_steps or self.num_inference_steps
         _, extra = self._latent_frames(num_frames)  # validates num_frames
-        prompt = self.prompt if prompt is None else prompt
-        options = {name: value for name, value in (("negative_prompt", negative_prompt),
-                                                   ("guidance_scale", guidance_scale),
+        embeddings = self.prompt_inputs(prompt, negative_prompt)
+        options = {name: value for name, value in (("guidance_scale", guidance_scale),
                                                    ("use_dynamic_cfg", use_dynamic_cfg)) if value is not None}
         image = image.convert("RGB")  # any size: the pipeline resizes it (Target.generate)
 
         generator = torch.Generator(self.device).manual_seed(seed)
-        latents = self.pipe(image, prompt=prompt, height=self.height, width=self.width, num_frames=num_frames,
+        latents = self.pipe(image, height=self.height, width=self.width, num_frames=num_frames,
                             num_inference_steps=steps, generator=generator, output_type="latent",
                             callback_on_step_end=self.step_callback(callback, steps),
                             max_sequence_length=self.transformer.config.max_text_seq_length,
-                            **options).frames  # (1, F'+extra, C, h, w)
+                            **embeddings, **options).frames  # (1, F'+extra, C, h, w)
         # decode exactly as the pipeline does for output_type="pil": drop padding, decode, 8 bits
         latents = latents[:, extra:]
         video = self.pipe.decode_latents(latents)  # (1, 3, F, H, W) in [-1, 1]
         frames = self.pipe.video_processor.postprocess_video(video=video, output_type="np")[0]  # (F, H, W, 3)
         frames = (frames * 255).round().astype(np.uint8)
         settings = dict(model=self.name, seed=seed, num_frames=num_frames, num_inference_steps=steps,
-                        height=self.height, width=self.width, prompt=prompt, **options)
+                        height=self.height, width=self.width, prompt=self.prompt,
+                        negative_prompt=self.negative_prompt, **options)
         return Video(frames=frames, latents=latents if return_latents else None, settings=settings)
 
 
@@ -481,12 +503,7 @@ def _tiny_pipeline(seed: int, transformer: dict, vae: dict) -> CogVideoXImageToV
         block_out_channels=(8, 8, 8, 8), latent_channels=4, layers_per_block=1, norm_num_groups=2,
         temporal_compression_ratio=4, **vae,
     )
-    # CogVideoX-5b-I2V's scheduler_config.json
-    scheduler = CogVideoXDDIMScheduler(
-        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-        num_train_timesteps=1000, prediction_type="v_prediction", rescale_betas_zero_snr=True,
-        set_alpha_to_one=True, snr_shift_scale=1.0, steps_offset=0, timestep_spacing="trailing",
-    )
+    scheduler = _scheduler()
     words = sorted({w.strip(".,").lower() for w in DEFAULT_PROMPT.split()} | {"a", "the", "camera", "moves"})
     tokenizer = _tiny_tokenizer(words)
     torch.manual_seed(seed)
@@ -501,7 +518,41 @@ def _tiny_pipeline(seed: int, transformer: dict, vae: dict) -> CogVideoXImageToV
     return pipe
 
 
+def _scheduler() -> CogVideoXDDIMScheduler:
+    """CogVideoX-5b-I2V's scheduler_config.json."""
+    return CogVideoXDDIMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+        num_train_timesteps=1000, prediction_type="v_prediction", rescale_betas_zero_snr=True,
+        set_alpha_to_one=True, snr_shift_scale=1.0, steps_offset=0, timestep_spacing="trailing",
+    )
+
+
 def _tiny_target(pipe: CogVideoXImageToVideoPipeline, device, dtype, **kwargs) -> CogVideoXTarget:
     # built in float32; cast only when asked (a cast to float32 makes diffusers log a warning)
     pipe = pipe.to(device) if dtype == torch.float32 else pipe.to(device=device, dtype=dtype)
     return CogVideoXTarget(pipe, num_inference_steps=3, **kwargs)
+
+
+def random_cogvideox(device="cpu", dtype=torch.float32) -> CogVideoXTarget:
+    """Full-size CogVideoX-5b-I2V with random weights, built without a hub (GPU benchmarks: time and memory
+    depend on shapes, not weights): 49 frames at 480 x 720, 50 steps. Transformer (42 layers, 48 heads x
+    64, learned positional embeddings for 49 frames, 5.57B parameters) and VAE configs of THUDM/CogVideoX-5b-I2V,
+    its scheduler (`_scheduler`). The T5-XXL text encoder runs once, at load (then it is dropped): a
+    1-layer stand-in with the real 4096-wide output keeps the transformer's inputs real-shaped. Each module
+    is built on `device` in float32, then cast to `dtype`."""
+    from transformers import T5Config, T5EncoderModel
+
+    with torch.device(device):
+        transformer = CogVideoXTransformer3DModel(
+            num_attention_heads=48, attention_head_dim=64, in_channels=32, out_channels=16, num_layers=42,
+            text_embed_dim=4096, time_embed_dim=512, sample_frames=49, sample_height=60, sample_width=90,
+            use_learned_positional_embeddings=True, use_rotary_positional_embeddings=True).to(dtype)
+        vae = AutoencoderKLCogVideoX(latent_channels=16, scaling_factor=0.7).to(dtype)
+        tokenizer = _tiny_tokenizer(sorted({w.strip(".,").lower() for w in DEFAULT_PROMPT.split()}))
+        text_encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=4096, d_kv=8, d_ff=64,
+                                               num_layers=1, num_heads=2, relative_attention_num_buckets=8,
+                                               feed_forward_proj="gated-gelu")).to(dtype)
+    pipe = CogVideoXImageToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
+                                         transformer=transformer, scheduler=_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return CogVideoXTarget(pipe.to(device), name="random-cogvideox")

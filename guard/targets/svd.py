@@ -306,3 +306,28 @@ def tiny_svd(device="cpu", dtype=torch.float32, seed: int = 0, **kwargs) -> SVDT
     pipe.set_progress_bar_config(disable=True)
     pipe = pipe.to(device) if dtype == torch.float32 else pipe.to(device=device, dtype=dtype)
     return SVDTarget(pipe, **{"name": "tiny-svd", "num_inference_steps": 3, **kwargs})
+
+
+def random_svd_xt(device="cpu", dtype=torch.float32) -> SVDTarget:
+    """Full-size SVD-XT with random weights, built without a hub (GPU benchmarks: time and memory depend
+    on shapes, not weights): 25 frames at 576 x 1024, 25 steps. Configs of
+    stabilityai/stable-video-diffusion-img2vid-xt: the UNet's are diffusers' defaults of
+    `UNetSpatioTemporalConditionModel` (1.52B parameters) with 25 frames; the temporal-decoder VAE's
+    and the CLIP ViT-H/14 image encoder's (32 layers, 1280 wide, 1024-d projection) as in its folders.
+    Each module is built on `device` in float32, then cast to `dtype`."""
+    with torch.device(device):
+        unet = UNetSpatioTemporalConditionModel(sample_size=96, num_frames=25).to(dtype)
+        vae = AutoencoderKLTemporalDecoder(block_out_channels=[128, 256, 512, 512], layers_per_block=2,
+                                           latent_channels=4, down_block_types=["DownEncoderBlock2D"] * 4).to(dtype)
+        image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+            hidden_size=1280, intermediate_size=5120, num_attention_heads=16, num_hidden_layers=32,
+            patch_size=14, image_size=224, projection_dim=1024, hidden_act="gelu")).to(dtype)
+    scheduler = EulerDiscreteScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, interpolation_type="linear",
+        num_train_timesteps=1000, prediction_type="v_prediction", sigma_max=700.0, sigma_min=0.002,
+        steps_offset=1, timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True)
+    pipe = StableVideoDiffusionPipeline(vae=vae, image_encoder=image_encoder, unet=unet, scheduler=scheduler,
+                                        feature_extractor=CLIPImageProcessor(crop_size=224, size=224))
+    pipe.set_progress_bar_config(disable=True)
+    # .to: modules that make buffers with the legacy torch.Tensor() constructor ignore torch.device
+    return SVDTarget(pipe.to(device), name="random-svd-xt")

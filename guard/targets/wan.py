@@ -33,6 +33,8 @@ computes a frame-to-frame map from sampled queries (`cogvideox.frame_attention`)
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import PIL.Image
 import torch
@@ -165,10 +167,13 @@ class WanTarget(Target):
     def __init__(self, pipe: WanImageToVideoPipeline, name: str = "wan", prompt: str = DEFAULT_PROMPT,
                  num_inference_steps: int = 50, queries_per_frame: int = QUERIES_PER_FRAME,
                  height: int | None = None, width: int | None = None, num_frames: int | None = None,
-                 checkpointing: bool | None = None):
-        """pipe: a loaded `WanImageToVideoPipeline` whose scheduler uses flow sigmas (the checkpoints'
-        UniPC); prompt: what `condition` encodes (and `generate`'s default); height, width, num_frames:
-        working size and length (default: 480 x 832 x 81, TI2V-5B 704 x 1280 x 121)."""
+                 checkpointing: bool | None = None, negative_prompt: str = ""):
+        """pipe: a loaded `WanImageToVideoPipeline` with its text encoder, whose scheduler uses flow sigmas
+        (the checkpoints' UniPC); prompt: what `condition` and `generate` condition on, negative_prompt: what
+        classifier-free guidance steers away from ("" is the pipeline's default), both encoded here once,
+        after which the text encoder is dropped (`pipe.text_encoder` is None: umT5-XXL holds about 11 GB in
+        bf16 and guard never encodes another prompt); height, width, num_frames: working size and length
+        (default: 480 x 832 x 81, TI2V-5B 704 x 1280 x 121)."""
         super().__init__()
         if queries_per_frame < 1:
             raise ValueError(f"queries_per_frame must be >= 1, got {queries_per_frame}")
@@ -179,11 +184,11 @@ class WanTarget(Target):
                              "with use_flow_sigmas=True, prediction_type='flow_prediction'), got "
                              f"{type(pipe.scheduler).__name__}")
         self.pipe, self.name = pipe, name
-        self.vae, self.text_encoder, self.image_encoder = pipe.vae, pipe.text_encoder, pipe.image_encoder
+        self.vae, self.image_encoder = pipe.vae, pipe.image_encoder
         #: the experts, high noise first: (transformer,) or (transformer, transformer_2)
         self.denoisers = tuple(m for m in (pipe.transformer, pipe.transformer_2) if m is not None)
         self.denoiser = self.denoisers[0]
-        for module in (*self.denoisers, self.vae, self.text_encoder, self.image_encoder):
+        for module in (*self.denoisers, self.vae, self.image_encoder):
             if module is not None:
                 module.requires_grad_(False).eval()
         self.scheduler = pipe.scheduler
@@ -209,7 +214,7 @@ class WanTarget(Target):
             transformer.rope.__class__ = FrameCountingRope  # same module and buffers, frames attached
             for block in transformer.blocks:
                 block.attn1.set_processor(recorder)
-        self.set_prompt(prompt)
+        self._encode_prompts(prompt, negative_prompt)
         # Block-level activation checkpointing for attack steps (default: on for CUDA, off on CPU)
         if checkpointing is None:
             checkpointing = self.device.type == "cuda"
@@ -234,12 +239,30 @@ class WanTarget(Target):
         return cls(pipe.to(device), **kwargs)
 
     @torch.no_grad()
-    def set_prompt(self, prompt: str) -> None:
-        """Encode `prompt` once with UMT5 (the pipeline's `encode_prompt`, 512 tokens) for `condition`."""
-        self.prompt = prompt
-        embeds, _ = self.pipe.encode_prompt(prompt, do_classifier_free_guidance=False, num_videos_per_prompt=1,
-                                            max_sequence_length=TEXT_LENGTH, device=self.device)
-        self.prompt_embeds = embeds.to(self.dtype)  # (1, 512, D), as the pipeline casts it
+    def _encode_prompts(self, prompt: str, negative_prompt: str) -> None:
+        """Encode both prompts once with the pipeline's `encode_prompt` (UMT5, 512 tokens, cast to the
+        transformer's dtype as the pipeline casts them), then drop the text encoder."""
+        if self.pipe.text_encoder is None:
+            raise ValueError(f"{self.name}: the pipeline has no text encoder to encode the prompt {prompt!r}")
+        self.prompt, self.negative_prompt = prompt, negative_prompt
+        embeds, negative = self.pipe.encode_prompt(prompt, negative_prompt, do_classifier_free_guidance=True,
+                                                   num_videos_per_prompt=1, max_sequence_length=TEXT_LENGTH,
+                                                   device=self.device)
+        self.prompt_embeds, self.negative_prompt_embeds = embeds.to(self.dtype), negative.to(self.dtype)  # (1, 512, D)
+        self.pipe.text_encoder = None
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def prompt_inputs(self, prompt: str | None = None, negative_prompt: str | None = None) -> dict:
+        """The pipeline's `prompt_embeds` / `negative_prompt_embeds` for `generate`'s prompt options (None:
+        the target's own). Only the prompts encoded at load exist: another one raises ValueError."""
+        for field, given, own in (("prompt", prompt, self.prompt), ("negative_prompt", negative_prompt,
+                                                                   self.negative_prompt)):
+            if given is not None and given != own:
+                raise ValueError(f"{field}: {self.name} encoded its {field} {own!r} when it was loaded and has no "
+                                 f"text encoder since; load it with {field}={given!r} to use {given!r}")
+        return {"prompt_embeds": self.prompt_embeds, "negative_prompt_embeds": self.negative_prompt_embeds}
 
     # -- shapes -----------------------------------------------------------------------------------
     def check_num_frames(self, num_frames: int | None) -> None:
@@ -450,22 +473,22 @@ class WanTarget(Target):
     def _generate(self, image: PIL.Image.Image, seed: int, num_frames: int | None, num_inference_steps: int | None,
                   return_latents: bool, callback, prompt: str | None = None, negative_prompt: str | None = None,
                   guidance_scale: float | None = None, guidance_scale_2: float | None = None) -> Video:
-        """prompt None: `self.prompt`; the other options None: the pipeline's defaults (guidance 5; the
-        low-noise expert's guidance_scale_2 = guidance_scale). Latents in guard's layout (B, F', C, h, w)."""
+        """prompt, negative_prompt: None or the target's own (`prompt_inputs`: the pipeline gets their
+        embeddings); the other options None: the pipeline's defaults (guidance 5; the low-noise expert's
+        guidance_scale_2 = guidance_scale). Latents in guard's layout (B, F', C, h, w)."""
         num_frames = num_frames or self.num_frames
         self.check_num_frames(num_frames)
         steps = num_inference_steps or self.num_inference_steps
-        prompt = self.prompt if prompt is None else prompt
-        options = {name: value for name, value in (("negative_prompt", negative_prompt),
-                                                   ("guidance_scale", guidance_scale),
+        embeddings = self.prompt_inputs(prompt, negative_prompt)
+        options = {name: value for name, value in (("guidance_scale", guidance_scale),
                                                    ("guidance_scale_2", guidance_scale_2)) if value is not None}
         image = image.convert("RGB")  # any size: the pipeline resizes it (Target.generate)
 
         generator = torch.Generator(self.device).manual_seed(seed)
-        latents = self.pipe(image, prompt=prompt, height=self.height, width=self.width, num_frames=num_frames,
+        latents = self.pipe(image, height=self.height, width=self.width, num_frames=num_frames,
                             num_inference_steps=steps, generator=generator, output_type="latent",
                             callback_on_step_end=self.step_callback(callback, steps),
-                            max_sequence_length=TEXT_LENGTH, **options).frames  # (1, C, F', h, w)
+                            max_sequence_length=TEXT_LENGTH, **embeddings, **options).frames  # (1, C, F', h, w)
         # decode exactly as the pipeline does for output_type="np"
         z = latents.to(self.vae.dtype)
         config = self.vae.config
@@ -475,7 +498,8 @@ class WanTarget(Target):
         frames = self.pipe.video_processor.postprocess_video(video, output_type="np")[0]  # (F, H, W, 3)
         frames = (frames * 255).round().astype(np.uint8)
         settings = dict(model=self.name, seed=seed, num_frames=num_frames, num_inference_steps=steps,
-                        height=self.height, width=self.width, prompt=prompt, **options)
+                        height=self.height, width=self.width, prompt=self.prompt,
+                        negative_prompt=self.negative_prompt, **options)
         return Video(frames=frames, latents=latents.transpose(1, 2) if return_latents else None, settings=settings)
 
 
@@ -558,3 +582,101 @@ def _tiny_target(pipe: WanImageToVideoPipeline, device, dtype, size: int = 32, *
     """Square `size` (2 x 2 tokens a latent frame: 32 at 8x, 64 at the TI2V VAE's 16x), 9 frames, 3 steps."""
     pipe = pipe.to(device) if dtype == torch.float32 else pipe.to(device=device, dtype=dtype)
     return WanTarget(pipe, num_inference_steps=3, height=size, width=size, num_frames=9, **kwargs)
+
+
+# -- full-size random-weight builders (GPU benchmarks) -------------------------------------------------
+# Transformer configs: diffusers' conversion script (scripts/convert_wan_to_diffusers.py,
+# `get_transformer_config`: "Wan-I2V-14B-480p", "Wan2.2-I2V-14B-720p", "Wan2.2-TI2V-5B"), which wrote the
+# hub's Wan-AI/*-Diffusers folders.
+WAN_14B = dict(patch_size=(1, 2, 2), num_attention_heads=40, attention_head_dim=128, in_channels=36, out_channels=16,
+               text_dim=4096, freq_dim=256, ffn_dim=13824, num_layers=40, cross_attn_norm=True,
+               qk_norm="rms_norm_across_heads", eps=1e-6)
+#: Wan 2.1 I2V: CLIP ViT-H/14 tokens (1280 wide) through the added image cross-attention (5120 = 40 x 128)
+WAN21_I2V_14B = dict(WAN_14B, image_dim=1280, added_kv_proj_dim=5120)
+WAN22_TI2V_5B = dict(WAN_14B, num_attention_heads=24, in_channels=48, out_channels=48, ffn_dim=14336, num_layers=30)
+#: the Wan 2.2 VAE (TI2V-5B): the conversion script's `vae22_diffusers_config`, 48 latent channels, 16x spatial
+#: (patch 2 on 8x), 4x temporal
+WAN22_VAE = dict(
+    base_dim=160, decoder_base_dim=256, z_dim=48, is_residual=True, in_channels=12, out_channels=12, patch_size=2,
+    scale_factor_temporal=4, scale_factor_spatial=16,
+    latents_mean=[-0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557, -0.1382, 0.0542, 0.2813, 0.0891,
+                  0.157, -0.0098, 0.0375, -0.1825, -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
+                  -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.123, -0.0313, -0.1649, 0.0117, 0.0723,
+                  -0.2839, -0.2083, -0.052, 0.3748, 0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667],
+    latents_std=[0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.499, 0.4818, 0.5013, 0.8158, 1.0344, 0.5894, 1.0901, 0.6885,
+                 0.6165, 0.8454, 0.4978, 0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659, 0.7069, 0.5338,
+                 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093, 0.5709, 0.6065, 0.6415, 0.4944, 0.5726, 1.2042, 0.5458,
+                 1.6887, 0.3971, 1.06, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744],
+)
+
+
+def random_wan21_i2v_14b(device="cpu", dtype=torch.float32) -> WanTarget:
+    """Full-size Wan 2.1 I2V 14B 480P with random weights, built without a hub (GPU benchmarks: time and
+    memory depend on shapes, not weights): 81 frames at 480 x 832, 50 steps. Transformer `WAN21_I2V_14B`
+    (40 layers, 40 heads x 128, 16.4B parameters with the image cross-attention), the Wan 2.1 VAE
+    (`AutoencoderKLWan`'s defaults, which the conversion script loads the checkpoint into), the CLIP
+    ViT-H/14 image encoder (laion/CLIP-ViT-H-14-laion2B-s32B-b79K: 32 layers, 1280 wide, patch 14, 224),
+    flow_shift 3 (the script's for I2V 480P)."""
+    return _random_target("random-wan2.1-i2v-14b", device, dtype, WAN21_I2V_14B, clip=True, flow_shift=3.0)
+
+
+def random_wan22_i2v_a14b(device="cpu", dtype=torch.float32) -> WanTarget:
+    """Full-size Wan 2.2 I2V A14B with random weights: two 14B experts (`WAN_14B`: no image
+    cross-attention, no image encoder) split at boundary_ratio 0.9, flow_shift 3 (both the conversion
+    script's for Wan2.2 I2V), the Wan 2.1 VAE; 81 frames at 480 x 832 (`WanTarget`'s default), 50 steps."""
+    return _random_target("random-wan2.2-i2v-a14b", device, dtype, WAN_14B, experts=2, boundary_ratio=0.9,
+                          flow_shift=3.0)
+
+
+def random_wan22_ti2v_5b(device="cpu", dtype=torch.float32) -> WanTarget:
+    """Full-size Wan 2.2 TI2V-5B with random weights: transformer `WAN22_TI2V_5B` (30 layers, 24 heads x 128,
+    48 channels in and out), the Wan 2.2 VAE `WAN22_VAE`, expand_timesteps, flow_shift 5 (the conversion
+    script's for TI2V); 121 frames at 704 x 1280, 50 steps."""
+    return _random_target("random-wan2.2-ti2v-5b", device, dtype, WAN22_TI2V_5B, vae=WAN22_VAE, expand_timesteps=True,
+                          flow_shift=5.0)
+
+
+def _as_loaded(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """`model` cast to `dtype` as `from_pretrained(..., dtype=dtype)` casts a checkpoint: floating tensors
+    under a module named in the class's `_keep_in_fp32_modules` (Wan: rope, time_embedder,
+    scale_shift_table, norm1-3) stay float32, the others become `dtype`, one tensor at a time."""
+    keep = model._keep_in_fp32_modules or []
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point():
+            tensor.data = tensor.data.to(torch.float32 if any(k in name.split(".") for k in keep) else dtype)
+    return model
+
+
+def _random_target(name: str, device, dtype, transformer: dict, experts: int = 1, clip: bool = False,
+                   vae: dict | None = None, flow_shift: float = 3.0, boundary_ratio: float | None = None,
+                   expand_timesteps: bool = False) -> WanTarget:
+    """Each module built on `device` in float32; the transformers (one at a time, so that one float32 copy
+    exists at most) cast to `dtype`; the VAE and the image encoder stay in float32, as `from_pretrained`
+    loads them. The umT5-XXL text encoder runs once, at load (then it is dropped): a 1-layer stand-in with
+    the real 4096-wide output keeps the transformer's inputs real-shaped."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+
+    tokenizer = _tiny_tokenizer(sorted({w.strip(".,").lower() for w in DEFAULT_PROMPT.split()}))
+    with torch.device(device):
+        denoisers = [_as_loaded(WanTransformer3DModel(**transformer), dtype) for _ in range(experts)]
+        text_encoder = UMT5EncoderModel(UMT5Config(
+            vocab_size=len(tokenizer), d_model=4096, d_kv=8, d_ff=64, num_layers=1, num_heads=2,
+            relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1,
+        )).to(dtype)
+        image_encoder = image_processor = None
+        if clip:
+            image_encoder = CLIPVisionModel(CLIPVisionConfig(
+                hidden_size=1280, intermediate_size=5120, num_attention_heads=16, num_hidden_layers=32, patch_size=14,
+                image_size=224, projection_dim=1024, hidden_act="gelu"))
+            image_processor = CLIPImageProcessor()  # 224 shortest edge, bicubic, 224 center crop, CLIP mean / std
+        autoencoder = AutoencoderKLWan(**(vae or {}))
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                        num_train_timesteps=1000, flow_shift=flow_shift)
+    pipe = WanImageToVideoPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=autoencoder, scheduler=scheduler,
+        image_processor=image_processor, image_encoder=image_encoder, transformer=denoisers[0],
+        transformer_2=denoisers[1] if experts > 1 else None, boundary_ratio=boundary_ratio,
+        expand_timesteps=expand_timesteps,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return WanTarget(pipe.to(device), name=name)
