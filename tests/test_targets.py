@@ -8,11 +8,13 @@ way diffusers' PipelineTesterMixin serves every pipeline that supplies its dummy
 """
 
 import contextlib
+import copy
 import inspect
 
 import numpy as np
 import pytest
 import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.models.attention_processor import Attention
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.models.embeddings import apply_rotary_emb
@@ -28,8 +30,14 @@ SEED, STEPS, STEP = 3, 3, 1  # the pipeline run: its seed, its denoising steps, 
 CONDITION_OPTIONS = dict(fps=5, motion_bucket_id=37, noise_aug_strength=0.05)
 VIDEO_OPTIONS = dict(CONDITION_OPTIONS, min_guidance_scale=1.0, max_guidance_scale=1.0, guidance_scale=1.0)
 
+def ltx_first_latent_frame(target, returned) -> torch.Tensor:
+    """LTX's prepare_latents returns packed latents whose latent frame 0 is the image's latent: (B, C, h, w)."""
+    return ltx_latents(target, returned[0])[:, 0]
+
+
 #: per family, the pipeline methods that return entries of `condition`'s dict, as the pipeline computes
-#: them when `generate` runs: cond key -> (method, index in its return value or None)
+#: them when `generate` runs: cond key -> (method, index in its return value, None for all of it, or a
+#: function (target, return value) -> the entry)
 PIPELINE_CONDITIONING = {
     "svd": {"image_embeddings": ("_encode_image", None), "image_latents": ("_encode_vae_image", None),
             "added_time_ids": ("_get_add_time_ids", None)},
@@ -37,11 +45,24 @@ PIPELINE_CONDITIONING = {
     # image_embeds: Wan 2.1 only (the pipeline calls encode_image only for a transformer with image_dim)
     "wan": {"condition": ("prepare_latents", 1), "prompt_embeds": ("encode_prompt", 0),
             "image_embeds": ("encode_image", None)},
+    "ltx": {"image_latents": ("prepare_latents", ltx_first_latent_frame), "prompt_embeds": ("encode_prompt", 0),
+            "prompt_attention_mask": ("encode_prompt", 1)},
 }
 
+def ltx_latents(target, latents: torch.Tensor) -> torch.Tensor:
+    """LTX's latents in guard's layout: packed tokens (B, F' h w, C) of the target's video (the transformer's
+    input and output, prepare_latents' return) unpacked by the pipeline's own `_unpack_latents`, or the
+    (B, C, F', h, w) its scheduler steps."""
+    if latents.ndim == 3:
+        s = target.pipe.vae_spatial_compression_ratio
+        frames = (target.num_frames - 1) // target.pipe.vae_temporal_compression_ratio + 1
+        latents = target.pipe._unpack_latents(latents, frames, target.height // s, target.width // s)
+    return latents.transpose(1, 2)
+
+
 #: per family whose pipeline denoises latents laid out otherwise than guard's (B, F', C, h, w): the
-#: conversion of its latents to guard's layout (Wan's pipeline: (B, C, F', h, w))
-PIPELINE_LATENTS = {"wan": lambda latents: latents.transpose(1, 2)}
+#: conversion (target, latents) -> guard's layout (Wan's pipeline: (B, C, F', h, w); LTX: packed tokens)
+PIPELINE_LATENTS = {"wan": lambda target, latents: latents.transpose(1, 2), "ltx": ltx_latents}
 
 
 def svd_attention(attn: Attention, args: tuple, kwargs: dict, processor) -> torch.Tensor:
@@ -99,8 +120,32 @@ def wan_attention(attn: Attention, args: tuple, kwargs: dict, processor) -> torc
     return mass[:, :, :, idx].mean(3)
 
 
+def ltx_attention(attn: Attention, args: tuple, kwargs: dict, processor) -> torch.Tensor:
+    """The full softmax of LTX's 3D self-attention (its own to_q / to_k, RMS norms across heads and the rotary
+    embedding it is given, diffusers' `apply_rotary_emb` of transformer_ltx), summed per key frame, averaged
+    over the queries the recorder samples in each frame: (B, heads, F, F). The frame count is read from the
+    rotary embedding: its temporal part has one distinct row per frame."""
+    from diffusers.models.transformers.transformer_ltx import apply_rotary_emb as ltx_rotary
+
+    from guard.targets.cogvideox import sample_query_indices
+
+    hidden, (cos, sin) = kwargs["hidden_states"], kwargs["image_rotary_emb"]
+    q = ltx_rotary(attn.norm_q(attn.to_q(hidden)), (cos, sin)).unflatten(-1, (attn.heads, -1)).transpose(1, 2)
+    k = ltx_rotary(attn.norm_k(attn.to_k(hidden)), (cos, sin)).unflatten(-1, (attn.heads, -1)).transpose(1, 2)
+    # LTXVideoRotaryPosEmbed: dim % 6 padding columns, then per frequency (frame, height, width) pairs
+    temporal = torch.cat([cos, sin], -1)[0].unflatten(-1, (2, -1))[:, :, cos.shape[-1] % 6:]
+    temporal = temporal.unflatten(-1, (-1, 3, 2))[..., 0, 0].flatten(1)
+    frames = torch.unique(temporal, dim=0).shape[0]
+    d = q.shape[-1]
+    probs = (q @ k.transpose(-1, -2) / d ** 0.5).softmax(-1)
+    mass = probs.unflatten(-1, (frames, -1)).sum(-1).unflatten(2, (frames, -1))  # (B, heads, F, S, F)
+    idx = sample_query_indices(mass.shape[3], processor.queries_per_frame)
+    return mass[:, :, :, idx].mean(3)
+
+
 #: per family, the attention maps a layer guard records computes, recomputed from the layer's inputs
-PIPELINE_ATTENTION = {"svd": svd_attention, "cogvideox": cogvideox_attention, "wan": wan_attention}
+PIPELINE_ATTENTION = {"svd": svd_attention, "cogvideox": cogvideox_attention, "wan": wan_attention,
+                      "ltx": ltx_attention}
 
 
 def wan_final_latents(target, run, last: torch.Tensor) -> torch.Tensor:
@@ -109,12 +154,32 @@ def wan_final_latents(target, run, last: torch.Tensor) -> torch.Tensor:
     if not target.pipe.config.expand_timesteps:
         return last
     last = last.clone()
-    last[:, :1] = PIPELINE_LATENTS["wan"](run["returns"]["prepare_latents"][1])
+    last[:, :1] = PIPELINE_LATENTS["wan"](target, run["returns"]["prepare_latents"][1])
     return last
 
 
 #: per family whose pipeline changes its latents after the last scheduler step: the latents it returns
 PIPELINE_FINAL_LATENTS = {"wan": wan_final_latents}
+
+
+def ltx_steps(target, steps: list, inputs: list, outputs: list) -> list:
+    """LTX's scheduler steps latent frames 1: only and keeps latent frame 0 (the image's latent) as it is: each
+    step over the whole video is the transformer's input and output (all frames) with the step's frames 1:
+    after that latent frame 0 (the scheduler's own sample, checked to be the input's frames 1:)."""
+    whole = []
+    for step, given, out in zip(steps, inputs, outputs):
+        sample = ltx_latents(target, given["hidden_states"]).float()
+        assert torch.equal(sample[:, 1:], step["sample"].float()), "the scheduler stepped other latents"
+        image = sample[:, :1]
+        whole.append(dict(step, sample=sample, model_output=out,
+                          prev_sample=torch.cat([image, step["prev_sample"]], dim=1),
+                          pred_original_sample=torch.cat([image, step["pred_original_sample"]], dim=1)))
+    return whole
+
+
+#: per family whose scheduler steps part of the video: its steps over the whole video, in guard's layout,
+#: from the recorded steps and the denoiser's inputs and outputs
+PIPELINE_STEPS = {"ltx": ltx_steps}
 
 
 def denoisers(target: Target) -> tuple:
@@ -140,9 +205,10 @@ def test_family_of_reads_the_pipeline_class(tmp_path):
         folder.mkdir()
         (folder / "model_index.json").write_text(f'{{"_class_name": "{family.pipeline}"}}')
         assert family_of(str(folder)) == name
-    (tmp_path / "model_index.json").write_text('{"_class_name": "LTXImageToVideoPipeline"}')
-    with pytest.raises(ValueError, match="LTXImageToVideoPipeline; guard knows StableVideoDiffusionPipeline, "
-                                         "CogVideoXImageToVideoPipeline, WanImageToVideoPipeline"):
+    (tmp_path / "model_index.json").write_text('{"_class_name": "HunyuanVideoImageToVideoPipeline"}')
+    with pytest.raises(ValueError, match="HunyuanVideoImageToVideoPipeline; guard knows StableVideoDiffusionPipeline, "
+                                         "CogVideoXImageToVideoPipeline, WanImageToVideoPipeline, "
+                                         "LTXImageToVideoPipeline"):
         load_target(str(tmp_path))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="cannot read its model_index.json"):
@@ -224,14 +290,23 @@ def run(target, photo):
     calls, returns, inputs, outputs, steps, progress, experts = [], {}, [], [], [], [], []
     call, scheduler_step = type(pipe).__call__, scheduler.step
 
-    layout = PIPELINE_LATENTS.get(target.family, lambda latents: latents)
+    convert = PIPELINE_LATENTS.get(target.family)
+    layout = (lambda latents: latents) if convert is None else (lambda latents: convert(target, latents))
 
     def record_step(model_output, timestep, sample, *args, return_dict=True, **kwargs):
+        flow_euler = isinstance(scheduler, FlowMatchEulerDiscreteScheduler)
+        if flow_euler:  # the sigma of this step, before the step moves the scheduler's index
+            sigma = scheduler.sigmas[scheduler.step_index if scheduler.step_index is not None
+                                     else scheduler.index_for_timestep(timestep)]
         out = scheduler_step(model_output, timestep, sample, *args, return_dict=True, **kwargs)
         # a multistep scheduler (UniPC) returns no pred_original_sample: its x0 is the data prediction it
-        # converted the model output to, the last of its model_outputs
+        # converted the model output to, the last of its model_outputs; flow-matching Euler keeps neither: its
+        # model output is the velocity noise - x0 at its sigma (its scale_noise), so x0 = sample - sigma * output
         x0 = getattr(out, "pred_original_sample", None)
-        x0 = scheduler.model_outputs[-1] if x0 is None else x0
+        if x0 is None and flow_euler:
+            x0 = sample.float() - sigma * model_output.float()
+        elif x0 is None:
+            x0 = scheduler.model_outputs[-1]
         steps.append(dict(sample=layout(sample.clone()), model_output=layout(model_output.clone()),
                           prev_sample=layout(out.prev_sample), pred_original_sample=layout(x0.clone()),
                           timestep=timestep))
@@ -250,6 +325,8 @@ def run(target, photo):
             video = target.generate(photo, seed=SEED, num_inference_steps=STEPS, return_latents=True,
                                     callback=lambda i, n: progress.append((i, n)), **VIDEO_OPTIONS)
         assert len(calls) == 1 and len(inputs) == len(steps) == STEPS
+        if target.family in PIPELINE_STEPS:
+            steps = PIPELINE_STEPS[target.family](target, steps, inputs, outputs)
         assert outputs[0].shape == steps[0]["sample"].shape, "the pipeline ran with classifier-free guidance: " \
             "add the family's option that turns it off to VIDEO_OPTIONS"
         (args, kwargs), = calls
@@ -321,9 +398,10 @@ def test_condition_options(target, image, cond):
     with pytest.raises(ValueError, match="'guidance'"):
         target.generate(None, guidance=3.0)
     plain = target.condition(image, g())
+    differs = lambda a, b: not torch.equal(a, b) if torch.is_tensor(a) else a != b  # noqa: E731
     for name in target.condition_options:
         other = target.condition(image, g(), **{name: changed(getattr(target, name))})
-        assert any(not torch.equal(other[k], plain[k]) for k in plain if torch.is_tensor(plain[k])), name
+        assert any(differs(other[k], plain[k]) for k in plain), name
 
 
 def test_options_of_other_families_are_ignored(target, image, monkeypatch):
@@ -352,15 +430,24 @@ def test_conditioning_is_the_pipelines(target, run, cond):
         if key not in cond:  # an entry this model does not have (Wan 2.2's CLIP tokens): nor does its pipeline
             assert method not in run["returns"], (key, method)
             continue
-        theirs = run["returns"][method] if index is None else run["returns"][method][index]
+        returned = run["returns"][method]
+        theirs = returned if index is None else index(target, returned) if callable(index) else returned[index]
         assert cond[key].shape == theirs.shape, key
         assert torch.allclose(cond[key].float(), theirs.float(), atol=1e-5), (key, (cond[key] - theirs).abs().max())
 
 
 def test_noising_is_the_schedulers(target, run):
-    """add_noise at the level of each pipeline step is the scheduler's own add_noise at its timestep."""
-    scheduler = type(target.pipe.scheduler).from_config(target.pipe.scheduler.config)
-    scheduler.set_timesteps(STEPS, device=target.device)
+    """add_noise at the level of each pipeline step is the scheduler's own add_noise at its timestep (a
+    flow-matching scheduler's scale_noise, on the schedule the pipeline set: LTX's depends on the video's size)."""
+    if hasattr(target.pipe.scheduler, "add_noise"):
+        scheduler = type(target.pipe.scheduler).from_config(target.pipe.scheduler.config)
+        scheduler.set_timesteps(STEPS, device=target.device)
+        add_noise = scheduler.add_noise
+    else:
+        scheduler = copy.deepcopy(target.pipe.scheduler)  # as the run left it: its timesteps are the run's
+        scheduler._begin_index = None  # look each timestep up in the schedule
+        add_noise = lambda clean, noise, t: scheduler.scale_noise(clean, t, noise)  # noqa: E731
+        assert [float(t) for t in scheduler.timesteps] == [float(step["timestep"]) for step in run["steps"]]
     levels = target.noise_levels(STEPS)
     assert levels.shape == (STEPS,)
     g = torch.Generator().manual_seed(0)
@@ -368,7 +455,7 @@ def test_noising_is_the_schedulers(target, run):
     noise = torch.randn(clean.shape, generator=g)
     for k in range(STEPS):
         ours = target.add_noise(clean, noise, levels[k:k + 1])
-        theirs = scheduler.add_noise(clean, noise, scheduler.timesteps[k:k + 1])
+        theirs = add_noise(clean, noise, scheduler.timesteps[k:k + 1])
         assert torch.allclose(ours, theirs, atol=1e-5), (k, (ours - theirs).abs().max())
 
 

@@ -186,6 +186,7 @@ class LTXTarget(Target):
         self.check_num_frames(self.num_frames)
         self.frame_rate = frame_rate
         self.num_inference_steps = num_inference_steps
+        self._check_steps(num_inference_steps)
         self.num_attention_layers = len(self.transformer.transformer_blocks)
         self.attention_layers = (
             f"the 3D self-attention of all {self.num_attention_layers} transformer blocks "
@@ -311,10 +312,18 @@ class LTXTarget(Target):
                                config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
                                config.get("max_shift", 1.15))
 
+    def _check_steps(self, steps: int) -> None:
+        """The stretch to shift_terminal divides by 1 - (the last sigma), which is 1 - 1 at one step: diffusers'
+        schedule is NaN there, so LTX needs at least 2 steps."""
+        if steps < (2 if self.scheduler.config.shift_terminal else 1):
+            raise ValueError(f"num_inference_steps must be >= 2 for LTX-Video (its schedule is stretched to end at "
+                             f"shift_terminal), got {steps}")
+
     def noise_levels(self, num_inference_steps: int | None = None) -> torch.Tensor:
         """The sigmas of the pipeline's steps for the target's video (step 5: linspace(1, 1/n, n), shifted
         by mu of its token count, stretched to shift_terminal), most noise first."""
         n = num_inference_steps or self.num_inference_steps
+        self._check_steps(n)
         scheduler = type(self.scheduler).from_config(self.scheduler.config)
         scheduler.set_timesteps(n, device=self.device, sigmas=np.linspace(1.0, 1 / n, n),
                                 mu=self._mu(self.num_frames, self.height, self.width))
@@ -393,6 +402,7 @@ class LTXTarget(Target):
         num_frames = num_frames or self.num_frames
         self.check_num_frames(num_frames)
         steps = num_inference_steps or self.num_inference_steps
+        self._check_steps(steps)
         frame_rate = self.frame_rate if frame_rate is None else frame_rate
         options = {name: value for name, value in (("guidance_scale", guidance_scale),
                                                    ("decode_timestep", decode_timestep),
