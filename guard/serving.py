@@ -199,7 +199,7 @@ def stored_examples(defaults: dict) -> example_cache.ExampleCache:
     model = defaults["model"]
     model_dir = MODELS.get(model)
     local = model_dir if model_dir and os.path.isdir(model_dir) else None
-    family = FAMILIES[TINY_MODELS.get(model) or next(f for f, entry in FAMILIES.items() if model in entry.models)]
+    family = FAMILIES[_family(model)]
     cache = example_cache.load(example_cache.fingerprint(model, local, defaults, family.module))
     if cache.entries and not cache.fresh:
         logger.warning("examples/cache was made with another model, other settings or other code: clicked examples "
@@ -436,6 +436,7 @@ def space_gpu_size() -> str:
 
 
 def _family(model: str) -> str:
+    """The family (a key of FAMILIES) of a model name: tiny, random-weight or named."""
     return (TINY_MODELS.get(model) or RANDOM_MODELS.get(model)
             or next((f for f, entry in FAMILIES.items() if model in entry.models), "svd"))
 

@@ -134,6 +134,8 @@ def test_random_weight_models_are_offered_only_by_name_and_cost_as_their_model(m
         args = dict(method="vidfreeze", steps=16, videos=3, size="large")
         assert serving.gpu_seconds(name, **args) == serving.gpu_seconds(real, **args)
     assert serving.gpu_size(["random-wan2.2-i2v-a14b"]) == "xlarge"
+    assert [serving._family(m) for m in ("random-ltx-video", "ltx-video", "tiny-wan", "embedded")] == [
+        "ltx", "ltx", "wan", "svd"]  # what the stored examples' fingerprint reads for a page's default model
     assert "not yet evaluated" in serving.model_note("ltx-video")
     assert serving.model_label("ltx-video") == "LTX-Video 2B (GPU)"
 
