@@ -1,53 +1,49 @@
 """Protection settings: "fast" (the defaults of the app and the CLI, sized for a ZeroGPU visit) and
-"reference" (slow settings that the fast ones are checked against, `benchmarks/bench_gpu.py` and
-`python -m guard evaluate --preset`).
+"reference" (full depth: every attention layer, every frame, 100 steps, Vid-Freeze over the whole noise
+schedule; what the fast settings are checked against, `python -m guard evaluate --preset`, `benchmarks/bench_gpu.py`).
 
-What the fast settings change, each a lever measured in the README's performance section:
-fewer PGD steps; on the SVD family fewer frames during the attack than at generation (attention maps
-over 8 frames instead of 25; SVD's temporal position embedding of frames 0-7 is the same at any
-length); for I2VGuard a cheaper clean video V0 (fewer frames and denoising steps) and noise draws fixed
-at setup, so the clean image's reference maps are computed once instead of every step.
+The freezing methods' fast settings follow what the published freezing attacks that work read: little
+of the model, early in it, at high noise (MEDUSA: one early temporal block of SVD at the noise level
+of step 4 of 25; Immune2V: Wan's blocks 0-3 at the first 10 of 25 steps; BadWorld: without the early,
+high-noise timesteps such attacks do about nothing). So, on every family:
+- every frame of the video the model makes: no frame subsampling (a protection judged on 25-frame
+  videos is attacked on 25 frames);
+- Vid-Freeze reads the first 4 attention layers in forward order and the forward stops after the
+  fourth (`maps_only`); its noise levels come from the noisiest half of the schedule;
+- `freeze` reads the denoiser's output (so it keeps the whole denoiser) at the noisiest half of the
+  schedule, with 20 steps;
+- `medusa` is its public code's setting (one early block, one high-noise level, 50 steps).
+I2VGuard is no freezing attack: it needs the denoiser's output and a clean reference video, and its fast
+setting takes fewer steps, a cheaper reference video (SVD family: 8 frames, 6 denoising steps) and
+noise draws fixed at setup.
 
-CogVideoX-5B-I2V always attacks its full 49 frames: at any other count diffusers replaces its learned
-positional embedding with a sin-cos one (`CogVideoXTarget.check_num_frames`), so an attack on fewer
-frames would optimise a transformer the 49-frame video never runs (freeze's fast preset too: 20 steps,
-all frames). Its fast settings find the speed elsewhere: Vid-Freeze reads the frame maps of the first 4 transformer blocks only (of 42; Immune2V
-attacks blocks 0-3 of Wan) and the forward stops after block 3; I2VGuard needs the denoiser's output
-(its diffusion term), so it keeps the whole transformer and takes fewer steps, a 4-step V0 and 2 noise
-draws.
+What each preset keeps of the effect, on the embedded model, is measured in the README ("Fast and
+full depth"); on the other families it is not measured (no hub here).
+
+CogVideoX-5B-I2V attacks its 49 frames only: at any other count diffusers replaces its learned
+positional embedding with a sin-cos one (`CogVideoXTarget.check_num_frames`). Wan (81 frames; 121 for
+TI2V-5B) and LTX-Video (161) are attacked at the video's own length: their RoPE grids and conditioning
+video are those of that length, and 8 is no frame count they make (1 + 4k, 1 + 8k).
 """
 
 from __future__ import annotations
 
 #: steps and method parameters per method and preset; "frames" None = the model's own frame count
+EARLY = {"layers": 4, "t_range": (0.5, 1.0)}  # the first 4 attention layers, the noisiest half of the schedule
 PRESETS = {
-    "freeze": {"reference": (100, {"noise_draws": None}), "fast": (20, {"frames": 8})},
-    "vidfreeze": {"reference": (100, {}), "fast": (16, {"frames": 8})},
-    "i2vguard": {"reference": (100, {}), "fast": (10, {"frames": 8, "video_steps": 6, "noise_draws": 4})},
+    "freeze": {"reference": (100, {"noise_draws": None}), "fast": (20, {})},
+    "vidfreeze": {"reference": (100, {}), "fast": (16, EARLY)},
     "medusa": {"reference": (50, {}), "fast": (50, {})},  # MEDUSA's public code: 50 iterations
+    "i2vguard": {"reference": (100, {}), "fast": (10, {"frames": 8, "video_steps": 6, "noise_draws": 4})},
     "photoguard": {"reference": (200, {}), "fast": (50, {})},
     "noise": {"reference": (0, {}), "fast": (0, {})},
 }
 
-#: the fast preset of a model family where it differs from PRESETS (see the module docstring)
-FAST_BY_FAMILY = {
-    "cogvideox": {
-        "freeze": (20, {}),  # all 49 frames (see the module docstring); its loss reads the denoiser's output
-        "vidfreeze": (16, {"layers": 4}),
-        "i2vguard": (6, {"video_steps": 4, "noise_draws": 2}),
-    },
-    # Wan (2.1 I2V 14B, 2.2 I2V A14B, 2.2 TI2V-5B): all frames (81; 121 for TI2V-5B), never the SVD family's 8:
-    # 8 is no frame count Wan makes (1 + 4k), and its RoPE grid and conditioning video are those of the
-    # video's length. Vid-Freeze reads the first 4 of its 40 (TI2V-5B: 30) blocks, as Immune2V attacks Wan's
-    # blocks 0-3, and the forward stops after block 3 (1.33 s an attack step against 12.4 s for all blocks,
-    # Wan 2.1 14B on an H200; ../shared/NOTES.md). freeze and I2VGuard read the denoiser's output, so they
-    # keep the whole transformer and take fewer steps, as on CogVideoX. Not yet evaluated on the real models.
-    "wan": {
-        "freeze": (20, {}),
-        "vidfreeze": (16, {"layers": 4}),
-        "i2vguard": (6, {"video_steps": 4, "noise_draws": 2}),
-    },
-}
+#: the fast preset of a model family where it differs from PRESETS (see the module docstring): the full-3D
+#: attention families keep their own frame count, so I2VGuard's cheaper reference video takes fewer
+#: denoising steps instead of fewer frames, and fewer PGD steps (its loss reads the whole transformer)
+ALL_FRAMES_I2VGUARD = (6, {"video_steps": 4, "noise_draws": 2})
+FAST_BY_FAMILY = {family: {"i2vguard": ALL_FRAMES_I2VGUARD} for family in ("cogvideox", "wan", "ltx")}
 
 
 def settings_for(method: str, preset: str, target) -> tuple[int, dict]:
