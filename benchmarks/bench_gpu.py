@@ -1,31 +1,40 @@
-"""Speed and memory of the real architectures, on a GPU, with random weights (no hub needed).
+"""Speed and memory of the real architectures with random weights (no hub needed), model by model.
 
-Builds full-size SVD-XT (25 frames, 576 x 1024) and CogVideoX-5B-I2V (49 frames, 480 x 720) in bf16
-with random weights (timing depends on shapes, not on weight values) and prints:
-  - generation: the unchanged diffusers pipeline, seconds (CogVideoX: a few steps timed, the default
-    50 extrapolated and labelled so);
-  - one attack-shaped step: loss on the temporal attention maps + the denoiser output, gradient to
-    the image; seconds and peak GPU memory;
-  - with --protect: protection cost per method for the reference and the fast settings
-    (guard/presets.py), run through `guard.jobs` as the app runs it: frames attacked, seconds per step
-    and setup seconds (`Protection.step_seconds`, `Protection.setup_seconds`), steps, total, peak
-    memory. Totals are setup + steps x (mean of --timed-steps timed steps), labelled "est." when
-    extrapolated.
-    For CogVideoX every row also counts the transformer calls whose positional embedding differs from
-    generation's (diffusers' sin-cos substitution at another frame count): it must read 0.
+Models load by name through `guard.targets.load_target` (the full-size random-weight builders,
+`guard.targets.RANDOM_MODELS`, in bf16 on a GPU; tiny ones, in float32, also on the CPU to check that this
+script runs). Each model is set to the app's video length (`guard.serving.space_length`: GPU_COST's frames
+and denoising steps for the big models), as the app loads it, and the script prints:
+  - load: seconds, and the memory its modules hold on the GPU (torch.cuda.memory_allocated after load);
+  - protection, per method (--methods), its fast preset run through `guard.jobs.protect_photo` as the app
+    runs it, on a photo at the working size: frames attacked, attention layers read per denoiser call,
+    PGD steps, seconds per step (mean of --timed-steps steps after a warm-up step), setup seconds, total
+    (setup + steps x s/step, "est." when extrapolated), peak GPU memory; for CogVideoX, the transformer
+    calls whose positional embedding differs from generation's (must read 0);
+  - whole photo: `jobs.protect_photo` of a synthetic --photo-size photo (12 megapixels) with the first
+    method, saved to a PNG file: wall seconds ("est.": --timed-steps steps timed, the rest at the mean step)
+    and peak memory;
+  - generation: one video at the model's defaults (frames, denoising steps; a long one timed at 1 and
+    --gen-steps steps, the default count extrapolated, "est.") and at the app's settings (--frames,
+    --video-steps override them), through `guard.jobs.animate`; seconds and peak memory.
+A model or a row that fails (out of memory, ...) prints its error and the script goes on with the next;
+memory is freed between models.
 
-    python benchmarks/bench_gpu.py --models svd-xt,cogvideox [--protect] [--timed-steps 3]
-    python benchmarks/bench_gpu.py --models cogvideox --protect --skip-generation --methods vidfreeze,i2vguard
+    python benchmarks/bench_gpu.py                                     # every random-* model, everything
+    python benchmarks/bench_gpu.py --models random-wan2.1-i2v-14b --methods vidfreeze,i2vguard --skip-generation
+    python benchmarks/bench_gpu.py --models random-cogvideox --frames random-cogvideox=49 --video-steps random-cogvideox=10
+    python benchmarks/bench_gpu.py --models tiny-svd,tiny-wan           # on a CPU: checks the script runs
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
+import gc
 import os
 import sys
+import tempfile
 import time
+import traceback
 
 import numpy as np
 import PIL.Image
@@ -33,145 +42,93 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from guard import jobs  # noqa: E402
+from guard.methods import METHODS  # noqa: E402
+from guard.serving import space_length  # noqa: E402
+from guard.targets import RANDOM_MODELS, load_target  # noqa: E402
 
-def random_svd_xt(device, dtype):
-    from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, StableVideoDiffusionPipeline,
-                           UNetSpatioTemporalConditionModel)
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    from guard.targets.svd import SVDTarget
-
-    with torch.device(device):
-        # stabilityai/stable-video-diffusion-img2vid-xt configs (UNet defaults are SVD's)
-        unet = UNetSpatioTemporalConditionModel(sample_size=96, num_frames=25).to(dtype)
-        vae = AutoencoderKLTemporalDecoder(block_out_channels=[128, 256, 512, 512], layers_per_block=2,
-                                           latent_channels=4, down_block_types=["DownEncoderBlock2D"] * 4).to(dtype)
-        clip = CLIPVisionModelWithProjection(CLIPVisionConfig(
-            hidden_size=1280, intermediate_size=5120, num_attention_heads=16, num_hidden_layers=32,
-            patch_size=14, image_size=224, projection_dim=1024, hidden_act="gelu")).to(dtype)
-    scheduler = EulerDiscreteScheduler(
-        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, interpolation_type="linear",
-        num_train_timesteps=1000, prediction_type="v_prediction", sigma_max=700.0, sigma_min=0.002,
-        steps_offset=1, timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True)
-    pipe = StableVideoDiffusionPipeline(vae=vae, image_encoder=clip, unet=unet, scheduler=scheduler,
-                                        feature_extractor=CLIPImageProcessor(crop_size=224, size=224))
-    pipe.set_progress_bar_config(disable=True)
-    return SVDTarget(pipe.to(device), name="svd-xt (random weights)")  # .to: legacy torch.Tensor() buffers
-
-
-def random_cogvideox(device, dtype):
-    from diffusers import AutoencoderKLCogVideoX, CogVideoXImageToVideoPipeline, CogVideoXTransformer3DModel
-    from transformers import T5Config, T5EncoderModel
-
-    from guard.targets.cogvideox import CogVideoXTarget, _tiny_tokenizer, tiny_cogvideox
-
-    with torch.device(device):
-        # THUDM/CogVideoX-5b-I2V transformer and VAE configs
-        transformer = CogVideoXTransformer3DModel(
-            num_attention_heads=48, attention_head_dim=64, in_channels=32, out_channels=16, num_layers=42,
-            text_embed_dim=4096, time_embed_dim=512, sample_frames=49, sample_height=60, sample_width=90,
-            use_learned_positional_embeddings=True, use_rotary_positional_embeddings=True).to(dtype)
-        vae = AutoencoderKLCogVideoX(latent_channels=16, scaling_factor=0.7).to(dtype)
-        # The T5-XXL text encoder runs once per prompt, outside every timed loop: a 1-layer stand-in
-        # with the real 4096-wide output keeps the transformer's inputs real-shaped.
-        tokenizer = _tiny_tokenizer(["the", "scene"])
-        text_encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=4096, d_kv=8, d_ff=64,
-                                               num_layers=1, num_heads=2, relative_attention_num_buckets=8,
-                                               feed_forward_proj="gated-gelu")).to(dtype)
-    pipe = CogVideoXImageToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
-                                         transformer=transformer, scheduler=tiny_cogvideox().scheduler)
-    pipe.set_progress_bar_config(disable=True)
-    return CogVideoXTarget(pipe.to(device), name="cogvideox-5b-i2v (random weights)")
+CUDA = torch.cuda.is_available()
 
 
 def sync():
-    if torch.cuda.is_available():
+    if CUDA:
         torch.cuda.synchronize()
 
 
-def peak_gib():
-    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
-
-
 def reset():
-    if torch.cuda.is_available():
+    """Free cached memory and start a new peak."""
+    gc.collect()
+    if CUDA:
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
 
 
-def photo(target):
+def peak_gib() -> float:
+    return torch.cuda.max_memory_allocated() / 2**30 if CUDA else float("nan")
+
+
+def allocated_gib() -> float:
+    return torch.cuda.memory_allocated() / 2**30 if CUDA else float("nan")
+
+
+def synthetic_photo(height: int, width: int) -> PIL.Image.Image:
+    """A smooth colour pattern with some noise (deterministic)."""
     rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:target.height, 0:target.width] / max(target.height, target.width)
-    rgb = np.stack([np.sin(7 * x), np.cos(5 * y + 3 * x), np.sin(9 * x * y)], -1) * 0.4 + 0.5
-    rgb += rng.normal(0, 0.05, rgb.shape)
+    y, x = np.ogrid[0:height, 0:width]
+    y, x = y / max(height, width), x / max(height, width)
+    rgb = np.stack(np.broadcast_arrays(np.sin(7 * x), np.cos(5 * y + 3 * x), np.sin(9 * x * y)), -1) * 0.4 + 0.5
+    rgb = rgb + rng.normal(0, 0.05, rgb.shape)
     return PIL.Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
 
 
-def bench_generation(target, steps):
-    reset()
-    t = time.perf_counter()
-    video = target.generate(photo(target), seed=0, num_inference_steps=steps)
-    sync()
-    return time.perf_counter() - t, video.frames.shape, peak_gib()
+def per_model(values: str | None, cast=int) -> dict:
+    """"model=value,model=value" -> {model: value}."""
+    if not values:
+        return {}
+    pairs = [item.split("=", 1) for item in values.split(",")]
+    if any(len(pair) != 2 for pair in pairs):
+        raise SystemExit(f"expected model=value pairs separated by commas, got {values!r}")
+    return {model: cast(value) for model, value in pairs}
 
 
-def bench_attack_step(target, repeats=2):
-    """Loss on temporal attention + denoiser output, gradient to the image (what every method does)."""
-    from guard.methods.base import attention_energy, static_video_latents
+@contextlib.contextmanager
+def layers_read(target):
+    """Yields a dict filled on exit: "maps", the most attention layers recorded in one denoiser call (the
+    store counts them per call), and "calls", the denoiser calls."""
+    store, seen = target.attention_store, {"maps": 0, "calls": 0}
+    add = store.add
 
-    x = target.to_tensor(photo(target))
-    g = torch.Generator(target.device).manual_seed(0)
-    reference = static_video_latents(target, x, target.num_frames)
-    times = []
-    reset()
-    for i in range(repeats + 1):
-        sync()
-        t = time.perf_counter()
-        x_adv = x.clone().requires_grad_(True)
-        level = target.sample_noise_level(1, g)
-        noisy = target.add_noise(reference, torch.randn(reference.shape, generator=g, device=x.device,
-                                                        dtype=reference.dtype), level)
-        with target.capture_attention() as maps:
-            _, x0 = target.denoise(noisy, level, target.condition(x_adv, g))
-        loss = attention_energy(maps) + x0.float().pow(2).mean()
-        (grad,) = torch.autograd.grad(loss, x_adv)
-        sync()
-        if i:  # the first call warms up kernels
-            times.append(time.perf_counter() - t)
-        assert torch.isfinite(grad).all()
-    return float(np.mean(times)), peak_gib(), len(maps)
+    def counting(probs):
+        try:
+            add(probs)
+        finally:
+            seen["maps"] = max(seen["maps"], store.seen)
+
+    store.add = counting
+    denoisers = getattr(target, "denoisers", None) or (target.denoiser,)
+    hooks = [m.register_forward_pre_hook(lambda *_: seen.__setitem__("calls", seen["calls"] + 1)) for m in denoisers]
+    try:
+        yield seen
+    finally:
+        del store.add
+        for hook in hooks:
+            hook.remove()
 
 
-def bench_protection(target, method_name, preset, timed_steps):
-    """Setup time (clean references, V0) and mean step time of a protection; total = setup + steps x step."""
-    from guard.jobs import Job, protect_photo
-
-    job = Job(method=method_name, preset=preset, seed=0)
-    method, config = job.build(target)  # the preset's steps and parameters on this model
-    steps = config.steps
-    reset()
-    n = min(steps, timed_steps)
-    with positional_check(target) as substituted:
-        result = protect_photo(target, photo(target), dataclasses.replace(job, steps=n))
-    per_step = float(np.mean(result.step_seconds[1:] or result.step_seconds or [0.0]))  # the first step warms up
-    return dict(steps=steps, per_step=per_step, setup=result.setup_seconds, peak=peak_gib(),
-                total=result.setup_seconds + steps * per_step, estimated=n < steps, params=changed(method),
-                frames=getattr(method, "frames", None) or target.num_frames,
-                substituted=substituted)
-
-
-def changed(method) -> dict:
-    """The method's parameters that differ from its defaults (what the preset sets)."""
-    return {f.name: getattr(method, f.name) for f in dataclasses.fields(method) if getattr(method, f.name) != f.default}
+def describe_layers(seen: dict, target) -> str:
+    total = target.num_attention_layers
+    if seen["maps"]:
+        return f"{seen['maps']} of {total}"
+    return f"output ({total} of {total})" if seen["calls"] else "none (no denoiser)"
 
 
 @contextlib.contextmanager
 def positional_check(target):
     """Counts CogVideoX transformer calls that substitute a sin-cos positional embedding for the learned
-    one (another frame count than the model's); yields a list whose len() is that count ("-" for SVD)."""
+    one (another frame count than the model's); yields a list whose len() is that count ("-" elsewhere)."""
     embed = getattr(getattr(target, "transformer", None), "patch_embed", None)
-    if embed is None:
+    if embed is None or not hasattr(embed, "_get_positional_embeddings"):
         yield "-"
         return
     calls, make = [], embed._get_positional_embeddings
@@ -182,61 +139,150 @@ def positional_check(target):
         del embed._get_positional_embeddings
 
 
+def bench_protection(target, method_name: str, timed_steps: int) -> str:
+    """One row: the method's fast preset on a working-size photo, its first `timed_steps` steps timed."""
+    job = jobs.Job(method=method_name, preset="fast", seed=0)
+    method, config = job.build(target)
+    steps, n = config.steps, min(config.steps, timed_steps)
+    reset()
+    photo = synthetic_photo(target.height, target.width)
+    with positional_check(target) as substituted, layers_read(target) as seen:
+        result = jobs.protect_photo(target, photo, jobs.Job(method=method_name, preset="fast", seed=0, steps=n))
+    per_step = float(np.mean(result.step_seconds[1:] or result.step_seconds or [0.0]))  # the first step warms up
+    total = result.setup_seconds + steps * per_step
+    est = " est." if n < steps else ""
+    frames = getattr(method, "frames", None) or target.num_frames
+    swaps = substituted if isinstance(substituted, str) else len(substituted)
+    return (f"| {method_name} | {frames} | {describe_layers(seen, target)} | {steps} | {per_step:.2f} | "
+            f"{result.setup_seconds:.1f} | {total:.1f}{est} | {peak_gib():.1f} | {swaps} |")
+
+
+def bench_whole_photo(target, method_name: str, size: tuple[int, int], timed_steps: int) -> str:
+    """`protect_photo` of a synthetic photo of `size` (width, height) to a PNG file."""
+    job = jobs.Job(method=method_name, preset="fast", seed=0)
+    steps = job.build(target)[1].steps
+    n = min(steps, timed_steps)
+    photo = synthetic_photo(size[1], size[0])
+    reset()
+    start = time.perf_counter()
+    result = jobs.protect_photo(target, photo, jobs.Job(method=method_name, preset="fast", seed=0, steps=n))
+    with tempfile.TemporaryDirectory() as folder:
+        result.image.save(os.path.join(folder, "guarded.png"))
+    sync()
+    wall = time.perf_counter() - start
+    per_step = float(np.mean(result.step_seconds[1:] or result.step_seconds or [0.0]))
+    total, est = wall + (steps - n) * per_step, " est." if n < steps else ""
+    return (f"whole photo {size[0]}x{size[1]} -> PNG, {method_name} fast ({steps} steps): {total:.1f} s{est} "
+            f"(setup {result.setup_seconds:.1f} s, {per_step:.2f} s/step), peak {peak_gib():.1f} GiB")
+
+
+def time_video(target, frames: int | None, steps: int) -> tuple[float, float]:
+    """Seconds and peak GiB of one video through `jobs.animate` (the app's path)."""
+    reset()
+    start = time.perf_counter()
+    jobs.animate(target, synthetic_photo(target.height, target.width), seed=0,
+                 options=jobs.VideoOptions(frames=frames, video_steps=steps))
+    sync()
+    return time.perf_counter() - start, peak_gib()
+
+
+def bench_generation(target, frames: int, steps: int, timed: int, label: str) -> str:
+    """One video of `frames` frames and `steps` denoising steps; with more steps than `timed`, videos of 1
+    and `timed` steps are made and the rest extrapolated at their per-step difference."""
+    if steps <= timed or timed < 2:
+        seconds, peak = time_video(target, frames, steps)
+        return f"generation at {label} ({frames} frames, {steps} steps, CFG + decode): {seconds:.1f} s, peak {peak:.1f} GiB"
+    one, _ = time_video(target, frames, 1)
+    some, peak = time_video(target, frames, timed)
+    per = (some - one) / (timed - 1)
+    return (f"generation at {label} ({frames} frames, {steps} steps, CFG + decode): {one + per * (steps - 1):.0f} s est. "
+            f"({per:.2f} s a step, timed at 1 and {timed} steps), peak {peak:.1f} GiB")
+
+
+def attempt(label: str, row):
+    """Print row() or, if it fails, the error; never raise (the next row and model still run)."""
+    try:
+        print(row(), flush=True)
+    except Exception as e:  # noqa: BLE001 - a benchmark reports every failure and goes on
+        print(f"{label}: FAILED {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", flush=True)
+        traceback.print_exc(limit=3, file=sys.stdout)
+    finally:
+        reset()
+
+
+def bench_model(name: str, args, device, dtype):
+    reset()
+    before = allocated_gib()
+    start = time.perf_counter()
+    target = load_target(name, device=device, dtype=dtype)
+    sync()
+    load_seconds = time.perf_counter() - start
+    default_frames, default_steps = target.num_frames, target.num_inference_steps
+    target = space_length(target, name)  # the app's video length (big models)
+    frames, video_steps = args.frames.get(name), args.video_steps.get(name)
+    if frames is not None:
+        target.check_num_frames(frames)
+        target.num_frames = frames
+    if video_steps is not None:
+        target.num_inference_steps = video_steps
+    print(f"\n## {name}: {target.height}x{target.width}; model defaults {default_frames} frames, {default_steps} steps; "
+          f"app settings {target.num_frames} frames, {target.num_inference_steps} steps", flush=True)
+    print(f"loaded in {load_seconds:.0f} s; models hold {allocated_gib() - before:.1f} GiB "
+          f"(torch.cuda.memory_allocated after load; checkpointing {target.checkpointing})", flush=True)
+    if not args.skip_protection:
+        print(f"\nprotection at the app's {target.num_frames} frames, fast presets, timed {args.timed_steps} steps:")
+        print("| method | frames attacked | layers read | steps | s/step | setup s | total s | peak GiB | pos. emb. swaps |")
+        print("|---|---|---|---|---|---|---|---|---|", flush=True)
+        for method_name in args.methods:
+            attempt(f"{method_name}", lambda: bench_protection(target, method_name, args.timed_steps))
+    if not args.skip_photo:
+        attempt("whole photo", lambda: bench_whole_photo(target, args.methods[0], args.photo_size, args.timed_steps))
+    if not args.skip_generation:
+        attempt("generation at the model's defaults",
+                lambda: bench_generation(target, default_frames, default_steps, args.gen_steps, "the model's defaults"))
+        attempt("generation at the app's settings",
+                lambda: bench_generation(target, target.num_frames, target.num_inference_steps, 10**6, "the app's settings"))
+    del target
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="svd-xt,cogvideox")
-    parser.add_argument("--gen-steps", default="svd-xt=25,cogvideox=3",
-                        help="denoising steps timed per model (the rest is extrapolated)")
-    parser.add_argument("--protect", action="store_true", help="also time protections (reference vs fast)")
-    parser.add_argument("--methods", default="vidfreeze,i2vguard,photoguard")
-    parser.add_argument("--presets", default="reference,fast", help="comma-separated: reference, fast")
-    parser.add_argument("--timed-steps", type=int, default=3)
+    parser.add_argument("--models", default=",".join(RANDOM_MODELS),
+                        help="comma-separated names for load_target (default: every random-* model)")
+    parser.add_argument("--methods", default=",".join(m for m in METHODS if m != jobs.CONTROL) + f",{jobs.CONTROL}",
+                        help="comma-separated methods, each run with its fast preset; the first also guards "
+                             "the whole photo")
+    parser.add_argument("--timed-steps", type=int, default=3,
+                        help="PGD steps run per protection (the first warms up; the rest extrapolated)")
+    parser.add_argument("--gen-steps", type=int, default=3,
+                        help="denoising steps timed for a video at the model's defaults (the rest extrapolated)")
+    parser.add_argument("--frames", default="", help="model=frames,...: the app's frames (default: guard.serving's)")
+    parser.add_argument("--video-steps", default="", help="model=steps,...: the app's denoising steps")
+    parser.add_argument("--photo-size", default="4000x3000", help="WIDTHxHEIGHT of the whole-photo row")
+    parser.add_argument("--skip-protection", action="store_true")
+    parser.add_argument("--skip-photo", action="store_true")
     parser.add_argument("--skip-generation", action="store_true")
-    parser.add_argument("--smoke", action="store_true", help="tiny models on the CPU: checks this script runs")
     args = parser.parse_args()
-    if args.smoke:
-        from guard.targets import load_target
-
-        device, dtype = "cpu", torch.float32
-        builders = {"svd-xt": lambda d, t: load_target("tiny-svd"), "cogvideox": lambda d, t: load_target("tiny-cogvideox")}
-        print("# smoke run: tiny random models on the CPU (numbers mean nothing)")
-    else:
-        assert torch.cuda.is_available(), "this benchmark needs a GPU (or --smoke)"
-        device, dtype = "cuda", torch.bfloat16
-        builders = {"svd-xt": random_svd_xt, "cogvideox": random_cogvideox}
-        print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, bf16, random weights", flush=True)
-    gen_steps = dict(kv.split("=") for kv in args.gen_steps.split(","))
+    args.methods = args.methods.split(",")
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}: use {', '.join(METHODS)}")
+    args.frames, args.video_steps = per_model(args.frames), per_model(args.video_steps)
+    args.photo_size = tuple(int(v) for v in args.photo_size.lower().split("x"))
+    device, dtype = ("cuda", torch.bfloat16) if CUDA else ("cpu", torch.float32)
+    print(f"# {torch.cuda.get_device_name() if CUDA else 'CPU'}, torch {torch.__version__}, {dtype}, random weights",
+          flush=True)
     for name in args.models.split(","):
-        t = time.perf_counter()
-        target = builders[name](device, dtype)
-        print(f"\n## {target.name}: {target.num_frames} frames {target.height}x{target.width}, "
-              f"{target.num_inference_steps} default steps (built in {time.perf_counter() - t:.0f} s)", flush=True)
-        if not args.skip_generation:
-            steps = int(gen_steps.get(name, target.num_inference_steps))
-            seconds, shape, peak = bench_generation(target, steps)
-            line = f"generation, {steps} steps with CFG + decode: {seconds:.1f} s, peak {peak:.1f} GiB, frames {shape}"
-            if steps < target.num_inference_steps:
-                one, _, _ = bench_generation(target, 1)
-                per = (seconds - one) / (steps - 1)
-                line += (f"; per step {per:.2f} s -> est. {one + per * (target.num_inference_steps - 1):.0f} s "
-                         f"at the default {target.num_inference_steps} steps")
-            print(line, flush=True)
-        seconds, peak, n_maps = bench_attack_step(target)
-        print(f"attack step (attention + denoiser loss, grad to image, checkpointing {target.checkpointing}): "
-              f"{seconds:.2f} s, peak {peak:.1f} GiB, {n_maps} attention maps", flush=True)
-        if args.protect:
-            print("| method | settings | frames | steps | s/step | setup s | total s | peak GiB | pos. emb. swaps |")
-            print("|---|---|---|---|---|---|---|---|---|")
-            for method_name in args.methods.split(","):
-                for preset in args.presets.split(","):
-                    r = bench_protection(target, method_name, preset, args.timed_steps)
-                    est = " (est.)" if r["estimated"] else ""
-                    swaps = r["substituted"] if isinstance(r["substituted"], str) else len(r["substituted"])
-                    print(f"| {method_name} | {preset} {r['params']} | {r['frames']} | {r['steps']} | "
-                          f"{r['per_step']:.2f} | {r['setup']:.1f} | {r['total']:.1f}{est} | {r['peak']:.1f} | "
-                          f"{swaps} |", flush=True)
-        del target
-        reset()
+        start = time.perf_counter()
+        try:
+            bench_model(name, args, device, dtype)
+        except Exception as e:  # noqa: BLE001 - one model failing must not stop the others
+            print(f"\n## {name}: FAILED {type(e).__name__}: {e}", flush=True)
+            traceback.print_exc(limit=4, file=sys.stdout)
+        finally:
+            reset()
+        print(f"({name}: {time.perf_counter() - start:.0f} s in all; {allocated_gib():.1f} GiB still allocated)",
+              flush=True)
 
 
 if __name__ == "__main__":
