@@ -228,21 +228,22 @@ def link_query(image: str | None, numbers: dict | None, *values) -> str:
 
 def from_link(state: dict | None, request: gr.Request):
     """The page as its link asks: the controls set to its settings and, for an example, the example with its stored
-    result if the link asks for its settings, else `run_link` set: the page's script presses Protect & animate."""
+    result if the link asks for its settings, else `run_link` set (the page's script presses Protect & animate) if
+    no value was refused. What a link cannot do is said by the buttons (this event is not queued: no notices)."""
     state = new_state(state)
     link = links.decode(request.query_params, DEFAULTS, methods=serving.METHOD_LABELS, models=POOL.names,
                         examples=[Path(p).name for p in EXAMPLES])
-    for problem in link.problems:
-        gr.Warning(problem)
+    said = {run_status: "\n\n".join([f"⚠️ {problem}" for problem in link.problems]
+                                     + ([page.LINK_WITHOUT_PHOTO] if link.fields and not link.example else []))}
     if not link.given:
-        return {session: state}
-    outputs = dict(zip(controls, map(link.settings.get, CONTROLS))) | {session: state}
+        return said | {session: state}
+    outputs = dict(zip(controls, map(link.settings.get, CONTROLS))) | said | {session: state}
     if link.example is None:
-        return outputs | {run_status: page.LINK_WITHOUT_PHOTO}
+        return outputs
     image = str(shutil.copyfile(EXAMPLES_DIR / link.example, serving.request_dir() / link.example))
     if all(link.settings[name] == DEFAULTS[name] for name in CONTROLS) and stored_examples().lookup(image):
-        return show_example(image, state) | {image_in: image}
-    return outputs | {image_in: image, run_link: True}
+        return show_example(image, state) | said | {image_in: image}
+    return outputs | {image_in: image, run_link: not link.problems}
 
 
 # -- page -----------------------------------------------------------------------------------------------------
@@ -383,7 +384,7 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
     link_btn.click(link_query, inputs=[image_in, numbers_json, *controls], outputs=link_out, queue=False,
                    api_visibility="private").then(fn=None, js=page.COPY_LINK, inputs=link_out, outputs=link_out)
     demo.load(from_link, inputs=session, outputs=[image_in, *results, *controls, run_status, run_link, session],
-              api_visibility="private").then(fn=None, js=page.PRESS_RUN, inputs=run_link)  # queued: for its notices
+              queue=False, api_visibility="private").then(fn=None, js=page.PRESS_RUN, inputs=run_link)
 
 
 def main() -> None:

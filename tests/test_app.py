@@ -612,25 +612,26 @@ def test_a_link_redoes_a_result_byte_for_byte(served):
     assert links.example_name(settings[app.image_in], app.EXAMPLES) == "chelsea.png"
 
 
-def test_a_link_sets_the_controls_and_says_what_it_cannot_carry(served, monkeypatch):
+def test_a_link_sets_the_controls_and_says_what_it_cannot_carry(served):
     app, _ = served
-    shown = []
-    monkeypatch.setattr(app.gr, "Warning", lambda message, *a, **k: shown.append(message))
     # settings only (an uploaded photo's link): the controls, and a line by the button that the photo is not in it
     outputs = app.from_link(None, LinkRequest("method=i2vguard&eps=6&steps=3&seed=77&frames=4&video_steps=2&robust=1"))
     values = {name: outputs[control] for name, control in zip(app.CONTROLS, app.controls)}
     assert values == {**app.DEFAULTS, "method": "i2vguard", "eps": 6, "steps": 3, "seed": 77, "frames": 4,
                       "video_steps": 2, "robust": True}
-    assert app.image_in not in outputs and "does not carry the photo" in outputs[app.run_status] and shown == []
+    assert app.image_in not in outputs and "does not carry the photo" in outputs[app.run_status]
+    assert "⚠️" not in outputs[app.run_status]
     # an example at settings with no stored result: the example is set and the run is pressed by the page
     outputs = app.from_link(None, LinkRequest("example=coffee.png&steps=1&seed=4"))
     assert outputs[app.run_link] is True and Path(outputs[app.image_in]).name == "coffee.png"
     assert Path(outputs[app.image_in]).read_bytes() == (ROOT / "examples" / "coffee.png").read_bytes()
-    # a bad value: a notice naming it, the default kept, no traceback; no link: nothing changes
-    outputs = app.from_link(None, LinkRequest("eps=900&seed=5"))
-    assert outputs[app.eps_in] == app.DEFAULTS["eps"] and outputs[app.seed_in] == 5
-    assert shown == [f"This link's eps must be between 1 and {limits.MAX_EPS}, got '900': the page's default "
-                     f"({app.DEFAULTS['eps']}) is used instead."]
-    assert set(app.from_link(None, LinkRequest("__theme=dark"))) == {app.session}
+    # a bad value: a sentence by the buttons naming it, the default kept, no traceback, and no run pressed
+    outputs = app.from_link(None, LinkRequest("example=coffee.png&eps=900&seed=5"))
+    assert outputs[app.eps_in] == app.DEFAULTS["eps"] and outputs[app.seed_in] == 5 and outputs[app.run_link] is False
+    assert outputs[app.run_status] == (f"⚠️ This link's eps must be between 1 and {limits.MAX_EPS}, got '900': the "
+                                       f"page's default ({app.DEFAULTS['eps']}) is used instead.")
+    assert "example must be one of" in app.from_link(None, LinkRequest("example=nope.png"))[app.run_status]
+    # no link (the host's own names only): the page as it is
+    assert app.from_link(None, LinkRequest("__theme=dark")) == {app.run_status: "", app.session: {"notices": set()}}
     # the link of a visitor's own photo names no example, only the settings
     assert "example=" not in app.link_query(str(ROOT / "README.md"), None, *map(app.DEFAULTS.get, app.CONTROLS))

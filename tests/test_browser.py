@@ -1,9 +1,10 @@
 """The Space in a real browser: headless Chromium (Debian's /usr/bin/chromium) driven by Playwright.
 
 Opens the page, clicks an example (its stored result must appear at once), uploads a photo, runs a
-protection, waits for both videos and the verdict, checks that the videos play and that the guarded
-PNG downloads, asks "Does it survive posting?", then looks at the page at desktop width and at a
-phone's 390 px. Screenshots are saved in the test's tmp_path and, when GUARD_SCREENSHOT_DIR is set,
+protection (the status line by the button says what runs), waits for both videos and the verdict, checks
+that the videos play and that the guarded PNG downloads, asks "Does it survive posting?", looks at the
+page at desktop width and at a phone's 390 px, runs again (nothing of the last result stays meanwhile),
+and opens the result's link. Screenshots are saved in the test's tmp_path and, when GUARD_SCREENSHOT_DIR is set,
 there too; with GUARD_SCREENSHOT_DIR the run uses the page's default settings (slower), so that the
 screenshots show a real result.
 
@@ -134,25 +135,35 @@ def layout_problems(page) -> list[str]:
         }""")
 
 
+def in_view(page, selector: str) -> bool:
+    """Whether the element is within the screen as it is scrolled now."""
+    box = page.locator(selector).bounding_box()
+    return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= page.viewport_size["height"]
+
+
 def test_protect_and_animate_in_the_browser(page, page_url, tmp_path):
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     app, url = page_url
-    page.goto(url)
-    page.wait_for_selector("#run")
+    for viewport in (PHONE, {"width": 1400, "height": 1000}):  # the run button on the first screen, phone too
+        page.set_viewport_size(viewport)
+        page.goto(url)
+        page.wait_for_selector("#run")
+        page.wait_for_timeout(500)
+        assert in_view(page, "#run"), page.locator("#run").bounding_box()
     assert "Chelsea the cat" in page.locator("#example-credits").inner_text()  # examples carry their credits
     assert "verdict" in page.locator("body").inner_text()  # the intro says how a result is judged
 
-    # pressing the button with no photo answers with a sentence, not a traceback
+    # pressing the button with no photo answers with a sentence, not a traceback, by the button too
     page.click("#run")
     page.get_by_text("Upload an image first").first.wait_for()
-    close_toasts(page)
+    page.locator("#run-status").get_by_text("Stopped").wait_for()
 
-    # an example's stored result appears at once, with the settings it was made with
+    # clicking an example closes that notice; its stored result appears at once, with the settings it was made with
+    start = time.perf_counter()
+    page.locator(".gallery-item, [data-testid='examples'] button, .example").filter(has=page.locator("img")).first.click()
+    page.get_by_text("Upload an image first").first.wait_for(state="hidden", timeout=5_000)
     if app.stored_examples().fresh:
-        start = time.perf_counter()
-        page.locator(".gallery-item, [data-testid='examples'] button, .example").filter(
-            has=page.locator("img")).first.click()
         page.locator("#verdict").get_by_text("stored result").wait_for(timeout=10_000)
         page.wait_for_selector("#video-guarded video")
         seconds = time.perf_counter() - start
@@ -174,9 +185,15 @@ def test_protect_and_animate_in_the_browser(page, page_url, tmp_path):
     if VIDEO_STEPS is not None:
         page.get_by_text("Advanced options").click()  # folded away by default
         set_number(page, "video-steps", VIDEO_STEPS)
+        page.wait_for_function(f"() => document.querySelector('#video-steps input[type=range]').value == "
+                               f"'{VIDEO_STEPS}'", timeout=5_000)
     page.click("#run")
+    # where the visitor looks: the status line by the button says what runs, and carries the progress
+    page.locator("#run-status").get_by_text("Working").wait_for(timeout=10_000)
+    assert in_view(page, "#run-status")
     try:  # the progress bar shows what runs (best effort: a fast machine may finish first)
-        page.get_by_text("Protecting with").or_(page.get_by_text("denoising step")).first.wait_for(timeout=20_000)
+        page.locator("#run-status").get_by_text("Protecting with").or_(
+            page.locator("#run-status").get_by_text("step")).first.wait_for(timeout=20_000)
         page.screenshot(path=str(tmp_path / "running_page.png"), full_page=True)
     except PlaywrightTimeout:
         pass
@@ -187,6 +204,7 @@ def test_protect_and_animate_in_the_browser(page, page_url, tmp_path):
     page.wait_for_selector("#motion-plot img", timeout=60_000)  # matplotlib figures arrive as an image
     verdict = page.locator("#verdict").inner_text(timeout=60_000)
     assert "stored result" not in verdict and ("protection" in verdict or "Protected" in verdict), verdict
+    page.locator("#run-status").get_by_text("Done").wait_for(timeout=60_000)
 
     for elem_id in ("video-original", "video-guarded"):
         state = video_plays(page, elem_id)
@@ -221,6 +239,43 @@ def test_protect_and_animate_in_the_browser(page, page_url, tmp_path):
         folder.mkdir(parents=True, exist_ok=True)
         for shot in tmp_path.glob("finished*_page.png"):
             shutil.copy(shot, folder / shot.name)
+
+    # the link to the result on the page: its settings, the seed used, the example it is
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.click("#copy-link")
+    page.wait_for_function("() => document.querySelector('#link textarea, #link input').value.includes('seed=')")
+    link = page.locator("#link textarea, #link input").first.input_value()
+    assert link.startswith(url.rstrip("/") + "/?example=chelsea.png&method=vidfreeze"), link
+    if STEPS is not None:  # the settings the result was made with
+        assert f"&steps={STEPS}&" in link and f"&video_steps={VIDEO_STEPS}&" in link, link
+
+    # a second run: nothing of the last result stays on the page meanwhile (no change image, no download)
+    page.click("#protect-only")
+    page.locator("#run-status").get_by_text("Working").wait_for(timeout=10_000)
+    for stale in ("#perturbation img", "#guarded-file a", "#video-guarded video", "#posted-video-guarded video"):
+        assert page.locator(stale).count() == 0, f"{stale} of the last result stays during the next run"
+    assert page.locator("#link textarea, #link input").first.input_value() == ""
+    page.locator("#run-status").get_by_text("Done").wait_for(timeout=RUN_TIMEOUT_MS)
+    page.wait_for_selector("#perturbation img")
+    # a new photo: the last photo's result goes at once
+    page.set_input_files("#input-image input[type=file]", str(ROOT / "examples" / "coffee.png"))
+    page.wait_for_function("() => !document.querySelector('#perturbation img')", timeout=10_000)
+    assert page.locator("#guarded-file a").count() == 0
+
+    # the link, opened (cheaper settings: a whole run again would double the test): the controls as it says, and
+    # (its result not stored) the run pressed by the page, to the end
+    from urllib.parse import parse_qsl, urlencode, urlsplit
+
+    query = dict(parse_qsl(urlsplit(link).query)) | dict(steps="1", frames="2", video_steps="1", seed="9")
+    opened = page.context.new_page()
+    opened.goto(link.split("?")[0] + "?" + urlencode(query))
+    opened.wait_for_selector("#run")
+    opened.wait_for_function("() => document.querySelector('#steps input[type=number]').value == '1'")
+    opened.locator("#run-status").get_by_text("Working").wait_for(timeout=20_000)
+    opened.locator("#run-status").get_by_text("Done").wait_for(timeout=RUN_TIMEOUT_MS)
+    assert "stored result" not in opened.locator("#verdict").inner_text() and opened.locator("#video-guarded video").count()
+    assert "seed 9" in opened.locator("#guard-settings").inner_text().replace("*", "")
+    opened.close()
 
 
 def test_missing_chromium_fails_under_ci_and_skips_elsewhere():
