@@ -331,21 +331,21 @@ MARGIN = 1.3
 MIN_GPU_SECONDS, MAX_GPU_SECONDS = 10, 600
 
 # Costs per model: seconds on one H200 (bf16) for `pgd_step` (one protection step through the whole
-# denoiser, at the frames the preset attacks), `pgd_step_blocks` (one step whose forward stops after block 3:
-# Vid-Freeze's fast preset on the transformers, `layers` 4), `video_step` (one denoising step of a video of
+# denoiser, at the frames the preset attacks), `pgd_step_blocks` (one step whose forward stops after the
+# first 4 attention layers: the presets with `layers` 4, Vid-Freeze's fast one), `video_step` (one denoising step of a video of
 # `frames` frames, classifier-free guidance included), `decode` (a video's VAE decode); and `fixed`: seconds
 # on the card itself, not scaled (moving the weights onto a fresh ZeroGPU worker's card at about 10 GB/s,
 # the optical flow and the video files on the CPU). `frames` and `video_steps` are the Space's video defaults
 # (`space_length`): the videos of a default "Protect & animate" (a protection and 3 videos), chosen so that
-# it fits 60 s on the card the model needs (`visit_seconds`; the goal is 30 s, which only LTX-Video meets:
-# the protection's 16 steps alone take 20-35 s of half a card). A video step of more than `frames` frames is
+# it fits 60 s on the card the model needs (`visit_seconds`; the goal is 30 s, which only LTX-Video meets). A video step of more than `frames` frames is
 # scaled by (frames ratio)**`frame_exponent` (2 for transformers: attention over all the video's tokens), of
 # fewer frames linearly (an upper bound). Sources and choices:
 # - SVD / SVD-XT: benchmarks/bench_gpu.py on one H100 (README "Speed and memory"; an H200 is no slower):
-#   generation 0.033 s a frame-step (decode included), a protection step 1.04 s at 14 frames, so 0.6 s at
-#   the 8 frames the fast presets attack. Videos of 8 frames (the frames the protection attacked, about 1 s
-#   at 7 fps) and 8 Euler steps (Karras sigmas: the coarse motion the flow verdict measures is set in the
-#   first, high-noise steps): 59 s on half a card, 39 s of it the protection.
+#   generation 0.033 s a frame-step (decode included); a protection step at 14 frames 1.04 s through the
+#   whole UNet, 0.52 s with the forward stopped after down_blocks[1] (its first 4 temporal attention layers,
+#   Vid-Freeze's fast preset), so 0.6 and 0.3 s at 8 frames. The protection attacks every frame of the
+#   video, so the frame count costs twice: 8 frames (about 1 s at 7 fps) and 12 Euler steps (Karras sigmas:
+#   the coarse motion the flow verdict measures is set in the first, high-noise steps): 54 s on half a card.
 # - CogVideoX-5B-I2V: H100, 1.91 s a guided step of its 49 frames (the only count it makes,
 #   `CogVideoXTarget.check_num_frames`), a protection step 5.9 s through all 42 blocks, 0.65 s through 4
 #   (Wan's measured ratio, 1.33 / 12.4; to be measured), decode about 3 s (an estimate). 10 steps: no
@@ -365,8 +365,9 @@ MIN_GPU_SECONDS, MAX_GPU_SECONDS = 10, 600
 # - embedded: a 28M-parameter UNet at 128 x 128 (a CPU model); tiny-*: built in memory for tests.
 GPU_COST = {
     "embedded": dict(fixed=3.0, pgd_step=0.10, video_step=0.04, decode=0.1, frames=8, video_steps=12),
-    "svd": dict(fixed=3.0, pgd_step=0.6, video_step=0.27, decode=0.0, frames=8, video_steps=8),
-    "svd-xt": dict(fixed=3.0, pgd_step=0.6, video_step=0.27, decode=0.0, frames=8, video_steps=8),
+    "svd": dict(fixed=3.0, pgd_step=0.6, pgd_step_blocks=0.3, video_step=0.27, decode=0.0, frames=8, video_steps=12),
+    "svd-xt": dict(fixed=3.0, pgd_step=0.6, pgd_step_blocks=0.3, video_step=0.27, decode=0.0, frames=8,
+                   video_steps=12),
     "cogvideox": dict(fixed=5.0, pgd_step=5.9, pgd_step_blocks=0.65, video_step=1.91, decode=3.0, frames=49,
                       video_steps=10, frame_exponent=2),
     "wan2.1-i2v-14b": dict(fixed=8.0, pgd_step=3.0, pgd_step_blocks=0.4, video_step=0.96, decode=0.5, frames=17,
