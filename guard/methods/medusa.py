@@ -2,7 +2,7 @@
 attends alike and the video stops moving.
 
 Read from its public code (github medusa-research/medusa, SVD through `sgm`; file:line at the
-commit "Polish README layout"):
+commit 9cd3c1b, "Polish README layout"):
 
     z = E(I_adv) repeated over F frames               # the static video of the image (attack.py:93-94)
     x = z + sigma * n,  sigma = sigmas[4] of a 25-step EDM schedule, n one fixed draw (attack.py:76-77, 95-103)
@@ -44,7 +44,8 @@ Mapping onto guard (where MEDUSA names sgm or SVD, what guard reads; `layer`, `v
   28-39), sigmas[4] = 244.02, equals `target.noise_levels(25)[4]` on SVD's diffusers scheduler
   (Karras sigmas between 0.002 and 700): the level the pipeline's step 4 of 25 denoises. On every
   family guard uses the same step of the same schedule length: CogVideoX timestep 839 (DDIM, 25 steps),
-  Wan flow sigma 0.94 (UniPC, 25 steps; on Wan 2.2 A14B the high-noise expert).
+  Wan flow sigma 0.94 (UniPC, 25 steps; on Wan 2.2 A14B the high-noise expert), LTX-Video its flow sigma
+  shifted for the video's token count (0.92 on tiny-ltx).
 - The conditional half: guard's `denoise` is one conditional call, MEDUSA's conditional half. Nothing
   in the UNet mixes batch entries (GroupNorm, LayerNorm and attention are per sample), so the maps
   and their gradients are the same; the unconditional half is never computed.
@@ -60,17 +61,18 @@ Where guard differs from the public code, and why:
   SVD's default); the attack reads the video the model makes.
 - The static video is the clean photo's, encoded once at setup (posterior mode, no gradient), not the
   guarded image re-encoded every iteration with gradients through a posterior sample (attack.py:93,
-  utils/svd.py:100-103, sgm's DiagonalGaussianRegularizer samples). At sigma = 244 the latent is about
-  1/244 of the noisy input, so that path carries almost nothing; re-encoding F frames every step is
-  the costliest part of a step on SVD-XT (../shared/NOTES.md). The gradient reaches the image through
+  utils/svd.py:100-103, sgm's DiagonalGaussianRegularizer samples). On SVD at sigma = 244 the latent
+  is about 1/244 of the noisy input, so that path carries almost nothing; re-encoding F frames every
+  step is the costliest part of a step on SVD-XT (../shared/NOTES.md). (On the flow and DDIM families
+  at step 4 the latent weighs more, 6-8% of the input on Wan and LTX; MEDUSA gives no code for them.) The gradient reaches the image through
   the conditioning (CLIP embedding and VAE latent), as in theirs.
 - The noise: one draw fixed at setup (`noise_draws=1`), the conditioning's noise augmentation fixed
   with it, as theirs (torch.manual_seed(seed) before every draw, attack.py:95, whose conditioning draws
   next, utils/svd.py:58), but from the protection's generator, not the global RNG at seed 23.
   `noise_draws=k` cycles k fixed draws; None draws afresh every step.
 - Loop settings belong to guard's PGD loop (`PGDConfig`), not to the method: MEDUSA's eps 16/255 in
-  [-1, 1] units is 8/255 in guard's [0, 1] units, its step 0.02 is 0.01 = 2.55/255, and it starts from
-  the clean image (no random start); guard's default step is 2.5 eps / steps (0.4/255 at 50 steps) from
+  [-1, 1] units (the image is ToTensor * 2 - 1, attack.py:43) is 8/255 in guard's [0, 1] units, its
+  step 0.02 is 0.01 = 2.55/255, and it starts from the clean image (attack.py:74); guard's default step is 2.5 eps / steps (0.4/255 at 50 steps) from
   a random start, and its views (the pipeline's resize or a crop, at 0.9-1.1x) are an expectation over
   how the photo reaches the model, which theirs (the photo cropped to a multiple of 64) does not have.
 
