@@ -75,11 +75,22 @@ def page(chromium, page_url):
 
 
 def set_number(page, elem_id: str, value: int) -> None:
-    """Type into a slider's number box (Gradio sliders pair a range input with a number input)."""
+    """Type into a slider's number box (Gradio sliders pair a range input with a number input), until the slider
+    holds the value (a box typed into while its accordion opens can lose it)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-    box.blur()
+    for _ in range(3):
+        box.fill(str(value))
+        box.press("Enter")
+        box.blur()
+        try:
+            page.wait_for_function(f"() => document.querySelector('#{elem_id} input[type=range]').value == '{value}'",
+                                   timeout=3_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(f"#{elem_id} does not take the value {value}")
 
 
 def video_plays(page, elem_id: str) -> dict:
@@ -185,8 +196,6 @@ def test_protect_and_animate_in_the_browser(page, page_url, tmp_path):
     if VIDEO_STEPS is not None:
         page.get_by_text("Advanced options").click()  # folded away by default
         set_number(page, "video-steps", VIDEO_STEPS)
-        page.wait_for_function(f"() => document.querySelector('#video-steps input[type=range]').value == "
-                               f"'{VIDEO_STEPS}'", timeout=5_000)
     page.click("#run")
     # where the visitor looks: the status line by the button says what runs, and carries the progress
     page.locator("#run-status").get_by_text("Working").wait_for(timeout=10_000)
