@@ -163,12 +163,10 @@ def test_denoise_gets_generations_inputs(target, photo, image, num_frames, frame
         assert default[0][0].shape != ropes[0][0].shape
 
 
-@pytest.mark.xfail("ltx" not in __import__("guard.presets").presets.FAST_BY_FAMILY,
-                   reason="presets.py has no LTX fast entry yet (its fast presets attack 8 frames)", strict=True)
 def test_attacks_see_the_rope_grid_of_the_video(photo):
-    """Every transformer call of Vid-Freeze and I2VGuard (both presets, clean video included) computes the
-    rotary embedding generation computes: the grid of the video's frame count and size, at its frame rate.
-    Fails if a preset attacks another frame count."""
+    """Every transformer call of freeze, Vid-Freeze and I2VGuard (both presets, clean video included) computes
+    the rotary embedding generation computes: the grid of the video's frame count and size, at its frame rate.
+    Fails if a preset attacks another frame count. Fast Vid-Freeze reads the first 4 blocks (as on Wan)."""
     from guard.methods import get_method
     from guard.optimize import PGDConfig, protect
     from guard.presets import settings_for
@@ -179,7 +177,7 @@ def test_attacks_see_the_rope_grid_of_the_video(photo):
         lambda module, args, out: seen.append((phase[0], torch.cat(out, -1))))
     try:
         target.generate(photo, seed=0, num_inference_steps=2)
-        for method in ("vidfreeze", "i2vguard"):
+        for method in ("freeze", "vidfreeze", "i2vguard"):
             for preset in ("fast", "reference"):
                 phase[0] = f"{method} {preset}"
                 _, params = settings_for(method, preset, target)
@@ -187,8 +185,11 @@ def test_attacks_see_the_rope_grid_of_the_video(photo):
     finally:
         hook.remove()
     generation = seen[0][1]
-    assert len({p for p, _ in seen}) == 5
-    assert [p for p, rope in seen if rope.shape != generation.shape or not torch.equal(rope[:1], generation[:1])] == []
+    assert len({p for p, _ in seen}) == 7
+    assert settings_for("vidfreeze", "fast", target)[1]["layers"] == 4
+    # (B, S, 2 D): one grid per video in the batch (generation's batch is CFG's 2, an attack's its noise draws)
+    assert [p for p, rope in seen if rope.shape[1:] != generation.shape[1:]
+            or not all(torch.equal(grid, generation[0]) for grid in rope)] == []
 
 
 def test_prompts_are_encoded_once(photo, monkeypatch):
@@ -236,6 +237,8 @@ def test_frame_counts(target, photo):
         target.generate(photo, num_frames=8)
     with pytest.raises(ValueError, match="num_inference_steps must be >= 2"):
         target.generate(photo, num_inference_steps=1)
+    with pytest.raises(ValueError, match="got 8"):  # 8 frames would encode to the latents of a 5-frame video
+        target.encode_video(torch.zeros(1, 8, 3, target.height, target.width))
     target.check_num_frames(13)
     with pytest.raises(ValueError, match="num_frames"):
         target.check_num_frames(0)

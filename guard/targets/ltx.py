@@ -299,7 +299,9 @@ class LTXTarget(Target):
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
         """Latents (B, F', C, h, w) of frames (B, F, 3, H, W) in [0, 1] (posterior mode, normalised with the
         VAE's scaling factor, the inverse of the pipeline's `_denormalize_latents` before decoding): the space
-        the pipeline denoises in."""
+        the pipeline denoises in. F must be a frame count the pipeline makes (`check_num_frames`): the VAE would
+        encode 8 frames to the 2 latent frames of a 5-frame video, whose RoPE grid the attack would then read."""
+        self.check_num_frames(frames.shape[1])
         x = normalize_to_neg_one_to_one(frames.float()).transpose(1, 2)  # (B, 3, F, H, W)
         latents = self.vae.encode(x.to(self.vae.dtype)).latent_dist.mode()  # (B, C, F', h, w)
         return self._normalise(latents, self.vae.config.scaling_factor).transpose(1, 2)
