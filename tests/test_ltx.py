@@ -154,7 +154,8 @@ def test_denoise_gets_generations_inputs(target, photo, image, num_frames, frame
     assert ours.keys() == theirs.keys()
     for name, value in theirs.items():
         if torch.is_tensor(value):
-            assert value.shape == ours[name].shape and torch.allclose(value.float(), ours[name].float(), atol=1e-6), name
+            assert value.shape == ours[name].shape, name
+            assert torch.allclose(value.float(), ours[name].float(), atol=1e-6), name
         else:
             assert value == ours[name], name
     assert all(torch.equal(a, b) for a, b in zip(seen[0], ropes[step]))

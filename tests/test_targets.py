@@ -30,6 +30,7 @@ SEED, STEPS, STEP = 3, 3, 1  # the pipeline run: its seed, its denoising steps, 
 CONDITION_OPTIONS = dict(fps=5, motion_bucket_id=37, noise_aug_strength=0.05)
 VIDEO_OPTIONS = dict(CONDITION_OPTIONS, min_guidance_scale=1.0, max_guidance_scale=1.0, guidance_scale=1.0)
 
+
 def ltx_first_latent_frame(target, returned) -> torch.Tensor:
     """LTX's prepare_latents returns packed latents whose latent frame 0 is the image's latent: (B, C, h, w)."""
     return ltx_latents(target, returned[0])[:, 0]
@@ -48,6 +49,7 @@ PIPELINE_CONDITIONING = {
     "ltx": {"image_latents": ("prepare_latents", ltx_first_latent_frame), "prompt_embeds": ("encode_prompt", 0),
             "prompt_attention_mask": ("encode_prompt", 1)},
 }
+
 
 def ltx_latents(target, latents: torch.Tensor) -> torch.Tensor:
     """LTX's latents in guard's layout: packed tokens (B, F' h w, C) of the target's video (the transformer's

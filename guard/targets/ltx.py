@@ -244,7 +244,8 @@ class LTXTarget(Target):
         return (num_frames - 1) // self.pipe.vae_temporal_compression_ratio + 1
 
     def _latent_size(self) -> tuple[int, int]:
-        return self.height // self.pipe.vae_spatial_compression_ratio, self.width // self.pipe.vae_spatial_compression_ratio
+        spatial = self.pipe.vae_spatial_compression_ratio
+        return self.height // spatial, self.width // spatial
 
     def pack(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, C, F', h, w) -> tokens (B, F' h w, C) (p = p_t = 1): the pipeline's `_pack_latents`."""
