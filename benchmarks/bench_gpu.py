@@ -10,8 +10,8 @@ and denoising steps for the big models), as the app loads it, and the script pri
     PGD steps, seconds per step (mean of --timed-steps steps after a warm-up step), setup seconds, total
     (setup + steps x s/step, "est." when extrapolated), peak GPU memory; for CogVideoX, the transformer
     calls whose positional embedding differs from generation's (must read 0);
-  - whole photo: `jobs.protect_photo` of a synthetic --photo-size photo (12 megapixels) with the first
-    method, saved to a PNG file: wall seconds ("est.": --timed-steps steps timed, the rest at the mean step)
+  - whole photo: `jobs.protect_photo` of a synthetic --photo-size photo (12 megapixels) with
+    --photo-method (the app's default), saved to a PNG file: wall seconds ("est.": --timed-steps steps timed, the rest at the mean step)
     and peak memory;
   - generation: one video at the model's defaults (frames, denoising steps; a long one timed at 1 and
     --gen-steps steps, the default count extrapolated, "est.") and at the app's settings (--frames,
@@ -20,8 +20,10 @@ A model or a row that fails (out of memory, ...) prints its error and the script
 memory is freed between models.
 
     python benchmarks/bench_gpu.py                                     # every random-* model, everything
-    python benchmarks/bench_gpu.py --models random-wan2.1-i2v-14b --methods vidfreeze,i2vguard --skip-generation
-    python benchmarks/bench_gpu.py --models random-cogvideox --frames random-cogvideox=49 --video-steps random-cogvideox=10
+    python benchmarks/bench_gpu.py --models random-wan2.1-i2v-14b --methods vidfreeze,i2vguard \
+        --skip-generation
+    python benchmarks/bench_gpu.py --models random-cogvideox --skip-protection --skip-photo \
+        --video-steps random-cogvideox=10
     python benchmarks/bench_gpu.py --models tiny-svd,tiny-wan           # on a CPU: checks the script runs
 """
 
@@ -107,7 +109,8 @@ def layers_read(target):
 
     store.add = counting
     denoisers = getattr(target, "denoisers", None) or (target.denoiser,)
-    hooks = [m.register_forward_pre_hook(lambda *_: seen.__setitem__("calls", seen["calls"] + 1)) for m in denoisers]
+    hooks = [m.register_forward_pre_hook(lambda *_: seen.__setitem__("calls", seen["calls"] + 1))
+             for m in denoisers]
     try:
         yield seen
     finally:
@@ -191,12 +194,14 @@ def bench_generation(target, frames: int, steps: int, timed: int, label: str) ->
     and `timed` steps are made and the rest extrapolated at their per-step difference."""
     if steps <= timed or timed < 2:
         seconds, peak = time_video(target, frames, steps)
-        return f"generation at {label} ({frames} frames, {steps} steps, CFG + decode): {seconds:.1f} s, peak {peak:.1f} GiB"
+        return (f"generation at {label} ({frames} frames, {steps} steps, CFG + decode): {seconds:.1f} s, "
+                f"peak {peak:.1f} GiB")
     one, _ = time_video(target, frames, 1)
     some, peak = time_video(target, frames, timed)
     per = (some - one) / (timed - 1)
-    return (f"generation at {label} ({frames} frames, {steps} steps, CFG + decode): {one + per * (steps - 1):.0f} s est. "
-            f"({per:.2f} s a step, timed at 1 and {timed} steps), peak {peak:.1f} GiB")
+    return (f"generation at {label} ({frames} frames, {steps} steps, CFG + decode): "
+            f"{one + per * (steps - 1):.0f} s est. ({per:.2f} s a step, timed at 1 and {timed} steps), "
+            f"peak {peak:.1f} GiB")
 
 
 def attempt(label: str, row):
@@ -225,33 +230,34 @@ def bench_model(name: str, args, device, dtype):
         target.num_frames = frames
     if video_steps is not None:
         target.num_inference_steps = video_steps
-    print(f"\n## {name}: {target.height}x{target.width}; model defaults {default_frames} frames, {default_steps} steps; "
-          f"app settings {target.num_frames} frames, {target.num_inference_steps} steps", flush=True)
+    print(f"\n## {name}: {target.height}x{target.width}; model defaults {default_frames} frames, {default_steps} "
+          f"steps; app settings {target.num_frames} frames, {target.num_inference_steps} steps", flush=True)
     print(f"loaded in {load_seconds:.0f} s; models hold {allocated_gib() - before:.1f} GiB "
           f"(torch.cuda.memory_allocated after load; checkpointing {target.checkpointing})", flush=True)
     if not args.skip_protection:
         print(f"\nprotection at the app's {target.num_frames} frames, fast presets, timed {args.timed_steps} steps:")
-        print("| method | frames attacked | layers read | steps | s/step | setup s | total s | peak GiB | pos. emb. swaps |")
+        print("| method | frames attacked | layers read | steps | s/step | setup s | total s | peak GiB "
+              "| pos. emb. swaps |")
         print("|---|---|---|---|---|---|---|---|---|", flush=True)
         for method_name in args.methods:
             attempt(f"{method_name}", lambda: bench_protection(target, method_name, args.timed_steps))
     if not args.skip_photo:
-        attempt("whole photo", lambda: bench_whole_photo(target, args.methods[0], args.photo_size, args.timed_steps))
+        attempt("whole photo", lambda: bench_whole_photo(target, args.photo_method, args.photo_size, args.timed_steps))
     if not args.skip_generation:
         attempt("generation at the model's defaults",
                 lambda: bench_generation(target, default_frames, default_steps, args.gen_steps, "the model's defaults"))
         attempt("generation at the app's settings",
-                lambda: bench_generation(target, target.num_frames, target.num_inference_steps, 10**6, "the app's settings"))
-    del target
+                lambda: bench_generation(target, target.num_frames, target.num_inference_steps, 10**6,
+                                         "the app's settings"))
+    # the target is freed when this function returns (the caller then empties the cache)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(RANDOM_MODELS),
                         help="comma-separated names for load_target (default: every random-* model)")
-    parser.add_argument("--methods", default=",".join(m for m in METHODS if m != jobs.CONTROL) + f",{jobs.CONTROL}",
-                        help="comma-separated methods, each run with its fast preset; the first also guards "
-                             "the whole photo")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated methods, each run with its fast preset")
     parser.add_argument("--timed-steps", type=int, default=3,
                         help="PGD steps run per protection (the first warms up; the rest extrapolated)")
     parser.add_argument("--gen-steps", type=int, default=3,
@@ -259,12 +265,14 @@ def main():
     parser.add_argument("--frames", default="", help="model=frames,...: the app's frames (default: guard.serving's)")
     parser.add_argument("--video-steps", default="", help="model=steps,...: the app's denoising steps")
     parser.add_argument("--photo-size", default="4000x3000", help="WIDTHxHEIGHT of the whole-photo row")
+    parser.add_argument("--photo-method", default=jobs.Job().method,
+                        help="the method of the whole-photo row (default: the app's, Job's default)")
     parser.add_argument("--skip-protection", action="store_true")
     parser.add_argument("--skip-photo", action="store_true")
     parser.add_argument("--skip-generation", action="store_true")
     args = parser.parse_args()
     args.methods = args.methods.split(",")
-    unknown = [m for m in args.methods if m not in METHODS]
+    unknown = [m for m in [*args.methods, args.photo_method] if m not in METHODS]
     if unknown:
         parser.error(f"unknown methods {unknown}: use {', '.join(METHODS)}")
     args.frames, args.video_steps = per_model(args.frames), per_model(args.video_steps)

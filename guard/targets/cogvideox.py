@@ -181,7 +181,8 @@ class CogVideoXTarget(Target):
         """pipe: a loaded I2V pipeline with its text encoder; prompt: what `condition` and `generate` condition
         on, negative_prompt: what classifier-free guidance steers away from ("" is the pipeline's default),
         both encoded here once, after which the text encoder is dropped (`pipe.text_encoder` is None: T5-XXL
-        holds about 9.5 GB in bf16 and guard never encodes another prompt); queries_per_frame: video queries sampled per latent frame for the attention maps;
+        holds about 9.5 GB in bf16 and guard never encodes another prompt); queries_per_frame: video queries
+        sampled per latent frame for the attention maps;
         height, width: working resolution (default: the transformer's sample size, 480 x 720 for
         CogVideoX-5b-I2V; 768 x 1360 for 1.5)."""
         super().__init__()
