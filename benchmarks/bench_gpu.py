@@ -11,8 +11,8 @@ and denoising steps for the big models), as the app loads it, and the script pri
     (setup + steps x s/step, "est." when extrapolated), peak GPU memory; for CogVideoX, the transformer
     calls whose positional embedding differs from generation's (must read 0);
   - whole photo: `jobs.protect_photo` of a synthetic --photo-size photo (12 megapixels) with
-    --photo-method (the app's default), saved to a PNG file: wall seconds ("est.": --timed-steps steps timed, the rest at the mean step)
-    and peak memory;
+    --photo-method (the app's default), saved to a PNG file: wall seconds ("est.": --timed-steps steps
+    timed, the rest at the mean step) and peak memory;
   - generation: one video at the model's defaults (frames, denoising steps; a long one timed at 1 and
     --gen-steps steps, the default count extrapolated, "est.") and at the app's settings (--frames,
     --video-steps override them), through `guard.jobs.animate`; seconds and peak memory.
