@@ -165,6 +165,7 @@ EXPECTED = {
     "freeze": {"still_distance": "down"},
     "photoguard": {"enc": "down"},
     "vidfreeze": {"attn_energy": "down"},
+    "medusa": {"nuclear_norm": "down"},
     "i2vguard": {"enc": "down", "att_distance": "up", "loss": "down"},
 }
 
@@ -267,6 +268,8 @@ BAD = {
     "noise_draws": [0, -1, 1.5, "4", True],
     "buckets": [(0, 256), (-1, 10), (200, 100), (0.5, 10), ("64", 255), "64,255", (64,), 127],
     "layers": [0, -1, 2.0, "4", False],
+    "layer": [0, -1, 2.0, "4", False],
+    "video_step": [-1, 1.5, "4", True, None],
     "video_steps": [0, 1.5, "6", True],
     "tau1": BAD_NUMBER, "tau2": BAD_NUMBER,
     "alpha": BAD_NUMBER, "beta": BAD_NUMBER, "gamma": BAD_NUMBER, "lam_image": BAD_NUMBER,
