@@ -81,7 +81,7 @@ MODEL_NOTES = {
 _METHOD_LABELS = {
     "vidfreeze": "Vid-Freeze (aims to freeze the video)",
     "freeze": "Freeze (guard's own: still-video prediction at high noise; experimental)",
-    "medusa": "MEDUSA (aims to freeze the video: one early block's frame attention made rank-1; experimental)",
+    "medusa": "MEDUSA (aims to freeze the video: the frame attention of one early block pushed toward rank 1; experimental)",
     "i2vguard": "I2VGuard (aims to ruin the video)",
     "photoguard": "PhotoGuard (encoder attack, a baseline)",
     CONTROL: "Random noise of the same budget (the control)",
