@@ -6,7 +6,8 @@ seconds and the admission of a job are `guard.serving`; what the page shows of a
 Importing this module loads no model and reads no stored result: `python app.py` preloads and launches.
 
 Endpoints (also for `gradio_client`): "/protect_and_animate", "/protect", "/animate", "/survive_posting",
-with parameters named after the controls; a value out of bounds is refused before the job is queued.
+with parameters named after the controls; a value out of bounds is refused before the job is queued. The page's
+address can carry a result's settings (`guard.links`): "Copy link" gives it, and the page reads it when it opens.
 """
 
 import spaces  # noqa: I001  first: on ZeroGPU it must patch torch before anything initialises CUDA

@@ -7,7 +7,9 @@
 
 A link carries the settings of a result and, for an example photo, the example's file name; never a
 visitor's own photo (the page says so). With the seed in the link, the same photo and the same settings
-give the same result, byte for byte, on the same kind of machine.
+give the same result, byte for byte, on the same kind of machine. (Gradio's `DeepLinkButton` would carry
+the photo, but it keeps the page's state in the server's upload folder, which a Space's restart empties:
+its links die; these do not.)
 
 `decode` never raises on what a link holds: a value out of bounds or not offered is left at the page's
 default, with one sentence per such value in `Link.problems` naming the parameter and the value (the

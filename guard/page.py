@@ -1,6 +1,7 @@
 """What the page shows of a result, shared by the app and the example cache: the numbers as a table, the
-verdict line, the motion plot, the change made visible, the settings that redo a result, and the files
-a result is handed out as. Nothing here runs a model.
+verdict line, the motion plot, the change made visible, the settings that redo a result, the files a
+result is handed out as, and what the page says while a job runs (with the small scripts the page runs
+in the browser). Nothing here runs a model.
 """
 
 from __future__ import annotations
