@@ -4,11 +4,14 @@ point runs (`guard.jobs.protect_and_animate`, `guard.page.write_files`) with the
 (`guard.serving.page_defaults`).
 
     python benchmarks/bench_app.py [--model embedded] [--image examples/chelsea.png] [--steps N]
+                                   [--method vidfreeze] [--second-method freeze]
 
 Prints the seconds of each part (imports, model load, protection, the control, each video, metrics and
-files) and the total, with the machine's load average (timings on a shared CPU are inflated). Gradio's
-own overhead (upload, queue, sending the files) is not in it. Target for the embedded model on a 2-core
-CPU: a visit in at most 45 s.
+files) and the total, with the machine's load average (timings on a shared CPU are inflated). Then a
+second visit on the same photo and seed with another method (`--second-method`), through the same video
+cache as the app (`guard.videocache`): its original's and control's videos are found, only the guarded
+photo's is made. Gradio's own overhead (upload, queue, sending the files) is not in it. Target for the
+embedded model on a 2-core CPU: a visit in at most 45 s.
 """
 
 import argparse
@@ -29,6 +32,8 @@ def main() -> int:
                         help="model to time (default: embedded, or tiny-svd where it is not installed)")
     parser.add_argument("--image", default=str(ROOT / "examples" / "chelsea.png"))
     parser.add_argument("--method", default="vidfreeze")
+    parser.add_argument("--second-method", default="freeze",
+                        help="method of a second visit on the same photo, with the app's video cache (default: freeze)")
     parser.add_argument("--steps", type=int, default=None, help="protection steps (default: the page's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None,
@@ -42,50 +47,72 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from guard import io, jobs, page, serving
+    from guard import io, jobs, page, serving, videocache
 
     imported = time.perf_counter()
     pool = serving.ModelPool([args.model])
     target = pool.get(args.model)
     loaded = time.perf_counter()
     defaults = serving.page_defaults(args.model)
-    steps = serving.steps_for(args.method) if args.steps is None else args.steps
 
-    marks = []  # (part, when it began)
+    cache = videocache.VideoCache()  # the app's: a second visit on the same photo makes only its guarded video
 
-    def mark(part):
-        if not marks or marks[-1][0] != part:
-            marks.append((part, time.perf_counter()))
+    def visit(method: str):
+        """One press of "Protect & animate" on the image with `method`: (result, job, steps, parts, seconds)."""
+        steps = serving.steps_for(method) if args.steps is None else args.steps
+        marks = []  # (part, when it began)
 
-    run_start = time.perf_counter()
-    picture, _ = io.load_image(args.image)
-    job, seed = serving.visitor_job(args.method, defaults["eps"], steps, args.seed, False, False)
-    options = serving.video_options(target, defaults["frames"], defaults["motion_bucket"], defaults["video_steps"])
-    result = jobs.protect_and_animate(target, picture, job, seed, options,
-                                      on_step=lambda *a: mark(f"protection ({job.method}, {steps} steps)"),
-                                      on_video=lambda role: lambda *a: mark(f"video of the {role} photo"))
-    mark("metrics, files")
-    with tempfile.TemporaryDirectory() as folder:
-        page.write_files(result, job.eps, Path(folder), args.image, fps=getattr(target, "fps", 8))
-        page.motion_plot(result.numbers["flows"])
-    run_end = time.perf_counter()
+        def mark(part):
+            if not marks or marks[-1][0] != part:
+                marks.append((part, time.perf_counter()))
 
-    # each part lasts from its first report to the next part's; the control (a noise draw, no steps) and
-    # setting up the protection fall into the part before the first report after them
-    table = [("import torch and guard", imported - start), (f"load {args.model}", loaded - imported),
-             ("decoding the upload, checks, the protection's setup", marks[0][1] - run_start)]
-    for (part, t0), (_, t1) in zip(marks, marks[1:] + [("end", run_end)]):
-        table.append((part, t1 - t0))
+        run_start = time.perf_counter()
+        picture, _ = io.load_image(args.image)
+        job, seed = serving.visitor_job(method, defaults["eps"], steps, args.seed, False, False)
+        options = serving.video_options(target, defaults["frames"], defaults["motion_bucket"], defaults["video_steps"])
+        result = jobs.protect_and_animate(target, picture, job, seed, options,
+                                          on_step=lambda *a: mark(f"protection ({job.method}, {steps} steps)"),
+                                          on_video=lambda role: lambda *a: mark(f"video of the {role} photo"),
+                                          cache=cache)
+        mark("metrics, files")
+        with tempfile.TemporaryDirectory() as folder:
+            page.write_files(result, job.eps, Path(folder), args.image, fps=getattr(target, "fps", 8))
+            page.motion_plot(result.numbers["flows"])
+        run_end = time.perf_counter()
+        # each part lasts from its first report to the next part's; the control (a noise draw, no steps) and
+        # setting up the protection fall into the part before the first report after them; a video from the
+        # cache reports at once, so its part is the lookup alone
+        parts = [("decoding the upload, checks, the protection's setup", marks[0][1] - run_start)]
+        for (part, t0), (_, t1) in zip(marks, marks[1:] + [("end", run_end)]):
+            parts.append((part, t1 - t0))
+        return result, job, steps, parts, run_end - run_start
+
+    result, job, steps, parts, seconds = visit(args.method)
+    first_end = time.perf_counter()
+    second = visit(args.second_method)
+    end = time.perf_counter()
+
     print(f"model {args.model} ({target.height}x{target.width}, {target.num_frames} frames, "
           f"{target.num_inference_steps} denoising steps), method {args.method}, {steps} protection steps, "
           f"eps {job.eps}/255, image {Path(args.image).name}; setup {result.protection.setup_seconds:.2f} s, "
           f"steps {sum(result.protection.step_seconds):.2f} s")
     print(f"CPU: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, device {target.device}, "
           f"load average before/after: {LOAD_BEFORE} / {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    for name, seconds in table:
-        print(f"  {name:<55} {seconds:7.2f} s")
-    print(f"  {'visitor wait (run only, model already loaded)':<55} {run_end - run_start:7.2f} s")
-    print(f"  {'total (import + load + run)':<55} {run_end - start:7.2f} s")
+    for name, part_seconds in [("import torch and guard", imported - start), (f"load {args.model}", loaded - imported)]:
+        print(f"  {name:<55} {part_seconds:7.2f} s")
+    for name, part_seconds in parts:
+        print(f"  {name:<55} {part_seconds:7.2f} s")
+    print(f"  {'visitor wait (run only, model already loaded)':<55} {seconds:7.2f} s")
+    print(f"  {'total (import + load + run)':<55} {first_end - start:7.2f} s")
+    print(f"verdict: {result.numbers['verdict']['sentence']}")
+    result, job, steps, parts, seconds = second
+    print(f"second visit, the same photo and seed, method {args.second_method}, {steps} protection steps "
+          f"(the original's and the control's videos from the cache: {cache.hits} found, {len(cache)} stored, "
+          f"{cache.nbytes / 1e6:.1f} MB):")
+    for name, part_seconds in parts:
+        print(f"  {name:<55} {part_seconds:7.2f} s")
+    print(f"  {'visitor wait (second visit)':<55} {seconds:7.2f} s")
+    print(f"  {'total (import + load + both visits)':<55} {end - start:7.2f} s")
     print(f"verdict: {result.numbers['verdict']['sentence']}")
     return 0
 

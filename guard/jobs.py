@@ -18,6 +18,9 @@ verdict and the README's tables measure the same things:
 - **seeds**: a protection has its own seed (`Job.seed`), never the seed of a video it is judged on.
   The app derives it from the visitor's seed with `protection_seed` (above every video seed); the
   evaluation uses 0 and video seeds from 1000.
+- **videos** depend only on the model, the picture, the video seed and the options, so with a `cache`
+  (`guard.videocache.VideoCache`, the app's) a second method or eps on the same photo makes only the
+  guarded photo's video; without one (the CLI, the evaluation) every video is made.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from .methods import METHODS, Method, get_method
 from .optimize import PGDConfig, Protection, protect
 from .presets import PRESETS, settings_for
 from .targets.base import Target
+from .videocache import VideoCache, video_key
 
 #: the method every other is compared with (the page's third video, the evaluation's paired differences)
 CONTROL = "noise"
@@ -138,16 +142,25 @@ class VideoOptions:
         return settings
 
 
-def animate(target: Target, picture, seed: int, options: VideoOptions | None = None, callback=None) -> np.ndarray:
+def animate(target: Target, picture, seed: int, options: VideoOptions | None = None, callback=None,
+            cache: VideoCache | None = None) -> np.ndarray:
     """Frames (F, H, W, 3) uint8 of the video `target` makes from `picture` (a PIL image or uint8 array
-    of any size, handed to the pipeline as it is) with `seed`; `callback(step, steps)` per denoising step."""
+    of any size, handed to the pipeline as it is) with `seed`; `callback(step, steps)` per denoising step.
+    With a `cache` (`guard.videocache`), a video it holds is not made again (the callback then reports
+    every step done at once) and a video made is stored; its frames are then read-only."""
     options = options or VideoOptions()
     if isinstance(picture, np.ndarray):
         picture = PIL.Image.fromarray(picture)
+    key = None if cache is None else video_key(target, picture, seed, options)
+    if key is not None and (frames := cache.get(key)) is not None:
+        if callback is not None:
+            steps = options.video_steps or getattr(target, "num_inference_steps", None) or 1
+            callback(steps, steps)
+        return frames
     extra = {} if options.motion_bucket is None else {"motion_bucket_id": options.motion_bucket}
     video = target.generate(picture, seed=seed, num_frames=options.frames, num_inference_steps=options.video_steps,
                             callback=callback, **extra)
-    return video.frames
+    return video.frames if key is None else cache.put(key, video.frames)
 
 
 @dataclass
@@ -162,17 +175,19 @@ class Result:
 
 
 def protect_and_animate(target: Target, photo: PIL.Image.Image, job: Job, video_seed: int | None,
-                        options: VideoOptions | None = None, on_step=None, on_video=None) -> Result:
+                        options: VideoOptions | None = None, on_step=None, on_video=None,
+                        cache: VideoCache | None = None) -> Result:
     """Guard `photo`, make the control, animate the original, the guarded photo and the control with
     `video_seed` (None: no videos, the photos alone are measured), and judge. `on_step` is `protect`'s
     callback; `on_video(role)` returns the callback(step, steps) of the video of that role ("original",
-    "guarded", "control"), or None. The control is left out when the method is the control itself."""
+    "guarded", "control"), or None. The control is left out when the method is the control itself.
+    `cache`: videos already made (`animate`); None makes every video (the CLI, the evaluation)."""
     protection = protect_photo(target, photo, job, callback=on_step)
     pictures = {"original": np.asarray(protection.original), "guarded": np.asarray(protection.image)}
     if job.method != CONTROL:
         pictures["control"] = np.asarray(protect_photo(target, photo, control_of(job)).image)
     videos = {} if video_seed is None else {
-        role: animate(target, picture, video_seed, options, on_video(role) if on_video else None)
+        role: animate(target, picture, video_seed, options, on_video(role) if on_video else None, cache)
         for role, picture in pictures.items()}
     numbers = report.measure(pictures["original"], pictures["guarded"], pictures.get("control"), videos or None,
                              is_control=job.method == CONTROL)
@@ -192,15 +207,16 @@ def budget_of(original: np.ndarray, guarded: np.ndarray) -> int:
 
 
 def survive_posting(target: Target, photo: PIL.Image.Image, guarded: np.ndarray, job: Job, video_seed: int,
-                    options: VideoOptions | None = None, on_video=None) -> Result:
+                    options: VideoOptions | None = None, on_video=None, cache: VideoCache | None = None) -> Result:
     """Post the original, the guarded photo (uint8, the photo's size) and the control of `job` alike
     (`report.posted`), animate each with `video_seed` and judge the guarded one against the posted
-    original. `job` is the protection's: its eps and seed remake the same control."""
+    original. `job` is the protection's: its eps and seed remake the same control. `cache`: videos
+    already made (`animate`); None makes every video."""
     original = np.asarray(photo.convert("RGB"))
     control = np.asarray(protect_photo(target, photo, control_of(job)).image)
     pictures = {role: report.posted(picture) for role, picture in
                 (("original", original), ("guarded", guarded), ("control", control))}
-    videos = {role: animate(target, picture, video_seed, options, on_video(role) if on_video else None)
+    videos = {role: animate(target, picture, video_seed, options, on_video(role) if on_video else None, cache)
               for role, picture in pictures.items()}
     numbers = report.measure(pictures["original"], pictures["guarded"], pictures["control"], videos,
                              is_control=False, prefix="After posting: ")
