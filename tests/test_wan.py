@@ -205,7 +205,7 @@ def test_presets_run_all_frames(name):
         for preset in ("fast", "reference"):
             built, _ = jobs.Job(method=method, preset=preset).build(target)
             target.check_num_frames(getattr(built, "frames", None))
-    assert settings_for("vidfreeze", "fast", target)[1] == {"layers": 4}
+    assert settings_for("vidfreeze", "fast", target)[1]["layers"] == 4
 
 
 @pytest.fixture(scope="module")
