@@ -148,7 +148,7 @@ def cmd_protect(args) -> int:
     check_step_size(args)
     check_steps(args.steps, [args.method])
     job = jobs.Job(method=args.method, eps=args.eps, steps=args.steps, preset=args.preset, seed=args.seed,
-                   robust=args.robust, step_size=args.step_size, random_start=not args.no_random_start)
+                   robust=args.robust, step_size=args.step_size, random_start=False if args.no_random_start else None)
     source, output = Path(args.input), Path(args.output)
     if source.is_dir():
         images = io.list_images(source)

@@ -31,10 +31,10 @@ import numpy as np
 import PIL.Image
 
 from . import limits, report
-from .io import InputError
+from .io import InputError, keep_gray
 from .methods import METHODS, Method, get_method
 from .optimize import PGDConfig, Protection, protect
-from .presets import PRESETS, settings_for
+from .presets import LOOP, PRESETS, settings_for
 from .targets.base import Target
 from .videocache import VideoCache, video_key
 
@@ -64,7 +64,8 @@ class Job:
     "reference" (`guard.presets`); params: method parameters over the preset's; seed: the protection's
     own seed (`PGDConfig.seed`); robust: EOT through random JPEG / resize / crop; working_size: guard the
     photo center-cropped to the model's working size instead of at its own size; step_size: PGD step in
-    8-bit levels (None: 2.5 eps / steps); random_start: start from a random point of the eps-ball."""
+    8-bit levels (None: the method's `presets.LOOP` step, else 2.5 eps / steps); random_start: start from a
+    random point of the eps-ball (None: the method's `presets.LOOP` choice, else yes)."""
 
     method: str = "vidfreeze"
     eps: int = 8
@@ -75,7 +76,7 @@ class Job:
     robust: bool = False
     working_size: bool = False
     step_size: float | None = None
-    random_start: bool = True
+    random_start: bool | None = None
 
     def __post_init__(self):
         check_method(self.method)
@@ -90,16 +91,21 @@ class Job:
         preset_steps, params = settings_for(self.method, self.preset, target)
         method = get_method(self.method, **{**params, **self.params})
         steps = preset_steps if self.steps is None else self.steps
+        loop = LOOP.get(self.method, {})
+        step_size = self.step_size if self.step_size is not None else loop.get("step_of_eps", 0) * self.eps
+        random_start = self.random_start if self.random_start is not None else loop.get("random_start", True)
         config = PGDConfig(eps=self.eps / 255, steps=steps if method.uses_gradient else 0, robust=self.robust,
-                           seed=self.seed, working_size=self.working_size, random_start=self.random_start,
-                           step_size=None if self.step_size is None else self.step_size / 255)
+                           seed=self.seed, working_size=self.working_size, random_start=random_start,
+                           step_size=step_size / 255 if step_size else None)
         return method, config
 
 
 def protect_photo(target: Target, photo: PIL.Image.Image, job: Job, callback=None) -> Protection:
     """Guard `photo` (8-bit, any size) as `job` asks; `callback(step, steps, terms)` after each step."""
     method, config = job.build(target)
-    return protect(target, photo, method, config, callback=callback)
+    protection = protect(target, photo, method, config, callback=callback)
+    protection.image = keep_gray(protection.original, protection.image)  # a black-and-white photo stays so
+    return protection
 
 
 def control_of(job: Job) -> Job:

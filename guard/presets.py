@@ -39,6 +39,11 @@ PRESETS = {
     "noise": {"reference": (0, {}), "fast": (0, {})},
 }
 
+#: loop settings of a method's presets where they are not the loop's defaults: the PGD step as a fraction
+#: of eps, and whether to start from a random point of the eps-ball. MEDUSA's code steps 0.02 in [-1, 1]
+#: units at eps 16/255 in those units (8/255 and 2.55/255 in guard's [0, 1]: 0.32 of eps), from the clean image.
+LOOP = {"medusa": {"step_of_eps": 0.32, "random_start": False}}
+
 #: the fast preset of a model family where it differs from PRESETS (see the module docstring): the full-3D
 #: attention families keep their own frame count, so I2VGuard's cheaper reference video takes fewer
 #: denoising steps instead of fewer frames, and fewer PGD steps (its loss reads the whole transformer)
