@@ -62,7 +62,8 @@ def main() -> int:
         steps = serving.steps_for(method) if args.steps is None else args.steps
         marks = []  # (part, when it began)
 
-        def mark(part):
+        def mark(part, *_):
+            """Note that `part` began now (called by `on_video` as a video begins, and as each step ends)."""
             if not marks or marks[-1][0] != part:
                 marks.append((part, time.perf_counter()))
 
@@ -72,16 +73,16 @@ def main() -> int:
         options = serving.video_options(target, defaults["frames"], defaults["motion_bucket"], defaults["video_steps"])
         result = jobs.protect_and_animate(target, picture, job, seed, options,
                                           on_step=lambda *a: mark(f"protection ({job.method}, {steps} steps)"),
-                                          on_video=lambda role: lambda *a: mark(f"video of the {role} photo"),
+                                          on_video=lambda role: mark(f"video of the {role} photo"),
                                           cache=cache)
         mark("metrics, files")
         with tempfile.TemporaryDirectory() as folder:
             page.write_files(result, job.eps, Path(folder), args.image, fps=getattr(target, "fps", 8))
             page.motion_plot(result.numbers["flows"])
         run_end = time.perf_counter()
-        # each part lasts from its first report to the next part's; the control (a noise draw, no steps) and
-        # setting up the protection fall into the part before the first report after them; a video from the
-        # cache reports at once, so its part is the lookup alone
+        # each part lasts from its first report to the next part's: a video's from when it begins (on_video
+        # is asked for its callback then), so a video from the cache lasts the lookup alone; the control (a
+        # noise draw, no steps) and the protection's setup fall into the part before the first report after them
         parts = [("decoding the upload, checks, the protection's setup", marks[0][1] - run_start)]
         for (part, t0), (_, t1) in zip(marks, marks[1:] + [("end", run_end)]):
             parts.append((part, t1 - t0))
