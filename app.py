@@ -105,7 +105,7 @@ def validator(entry):
 
 
 # -- entry points --------------------------------------------------------------------------------------------
-@spaces.GPU(duration=protect_seconds)
+@spaces.GPU(duration=protect_seconds, size=serving.space_gpu_size())
 def protect_image(image: str, method: str = "vidfreeze", eps: int = serving.DEFAULT_EPS,
                   steps: int = DEFAULTS["steps"], model: str = DEFAULTS["model"], seed: int = 0,
                   randomize_seed: bool = False, robust: bool = False, state: dict | None = None,
@@ -126,7 +126,7 @@ def protect_image(image: str, method: str = "vidfreeze", eps: int = serving.DEFA
                 settings_out: page.settings_text(result.numbers["settings"]), session: state}
 
 
-@spaces.GPU(duration=animate_seconds)
+@spaces.GPU(duration=animate_seconds, size=serving.space_gpu_size())
 def animate_image(image: str, model: str = DEFAULTS["model"], seed: int = 0, randomize_seed: bool = False,
                   frames: int = 0, motion_bucket: int = 127, video_steps: int = 0, state: dict | None = None,
                   progress=gr.Progress()):
@@ -137,13 +137,13 @@ def animate_image(image: str, model: str = DEFAULTS["model"], seed: int = 0, ran
         seed = serving.visitor_seed(seed, randomize_seed)
         options = serving.video_options(target, frames, motion_bucket, video_steps)
         frames_ = jobs.animate(target, open_upload(image, state), seed, options,
-                               serving.progress_of(progress, "Animating the image", serving.deadline()))
+                               serving.progress_of(progress, "Animating the image", serving.deadline()), POOL.videos)
         path = gio.save_video(frames_, serving.request_dir() / f"{page.safe_stem(image)}.mp4", fps=getattr(target, "fps", 8))
         settings = page.settings_dict(model, seed, options=options)
         return {video_original: str(path), seed_out: seed, settings_out: page.settings_text(settings), session: state}
 
 
-@spaces.GPU(duration=protect_and_animate_seconds)
+@spaces.GPU(duration=protect_and_animate_seconds, size=serving.space_gpu_size())
 def protect_and_animate(image: str, method: str = "vidfreeze", eps: int = serving.DEFAULT_EPS,
                         steps: int = DEFAULTS["steps"], model: str = DEFAULTS["model"], seed: int = 0,
                         randomize_seed: bool = False, frames: int = 0, motion_bucket: int = 127, video_steps: int = 0,
@@ -160,7 +160,7 @@ def protect_and_animate(image: str, method: str = "vidfreeze", eps: int = servin
         until = serving.deadline()
         result = jobs.protect_and_animate(target, open_upload(image, state), job, seed, options,
                                           on_step=serving.progress_of(progress, f"Protecting with {method}", until),
-                                          on_video=serving.video_progress(progress, until))
+                                          on_video=serving.video_progress(progress, until), cache=POOL.videos)
         result.numbers["settings"] = page.settings_dict(model, seed, job, options)
         files = page.write_files(result, job.eps, serving.request_dir(), image, fps=getattr(target, "fps", 8))
         return result_outputs(files, result.numbers) | {session: state}
@@ -176,7 +176,7 @@ def result_outputs(files: dict, numbers: dict, stored: bool = False) -> dict:
             settings_out: page.settings_text(numbers["settings"]), numbers_json: numbers}
 
 
-@spaces.GPU(duration=survive_posting_seconds)
+@spaces.GPU(duration=survive_posting_seconds, size=serving.space_gpu_size())
 def survive_posting(image: str, guarded: str, model: str = DEFAULTS["model"], seed: int = 0, frames: int = 0,
                     motion_bucket: int = 127, video_steps: int = 0, state: dict | None = None,
                     progress=gr.Progress()):
@@ -196,7 +196,7 @@ def survive_posting(image: str, guarded: str, model: str = DEFAULTS["model"], se
         eps = jobs.budget_of(np.asarray(picture), guarded_pixels)
         job = jobs.Job(method=jobs.CONTROL, eps=eps, seed=jobs.protection_seed(seed))
         result = jobs.survive_posting(target, picture, guarded_pixels, job, seed, options,
-                                      on_video=serving.video_progress(progress, serving.deadline()))
+                                      on_video=serving.video_progress(progress, serving.deadline()), cache=POOL.videos)
         result.numbers["settings"] = page.settings_dict(model, seed, options=options, posted_eps=eps)
         files = page.write_files(result, eps, serving.request_dir(), image, fps=getattr(target, "fps", 8),
                                  suffix="_posted")

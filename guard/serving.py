@@ -141,10 +141,12 @@ def listed_models() -> list[str]:
 
 class ModelPool:
     """The models a Space offers, each loaded once per process on first use (or by `preload`), then
-    shared by every request."""
+    shared by every request, and the videos they made (`videos`: a second method or eps on the same photo
+    makes only the guarded photo's video; `guard.videocache`)."""
 
     def __init__(self, names: list[str]):
         self.names = list(names)
+        self.videos = VideoCache()
         self._targets: dict[str, Target] = {}
         self._lock = threading.Lock()
 
