@@ -41,9 +41,9 @@ from .io import InputError
 from .methods import METHODS
 from .jobs import CONTROL, Job, VideoOptions, check_method, default_steps, protection_seed
 from .presets import settings_for
-from .videocache import VideoCache
 from .targets import (DEFAULT_MODEL, EMBEDDED_PATH, FAMILIES, MODELS, RANDOM_MODELS, TINY_MODELS, Target,
                       load_target)
+from .videocache import VideoCache
 
 logger = logging.getLogger(__name__)
 
