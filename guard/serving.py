@@ -7,7 +7,7 @@ Settings from the environment (read once, at import):
 
 | variable | what | default |
 | --- | --- | --- |
-| `GUARD_MODELS` | comma-separated names of `guard.targets.MODELS` the Space offers (or of `RANDOM_MODELS`: full-size random weights, for a GPU test) | embedded (+ svd-xt, cogvideox with a GPU or `GUARD_HUB_MODELS=1`) |
+| `GUARD_MODELS` | comma-separated names of `guard.targets.MODELS` the Space offers (or of `RANDOM_MODELS`: full-size random weights, for a GPU test) | embedded (+ svd-xt, ltx-video, wan2.2-ti2v-5b with a GPU or `GUARD_HUB_MODELS=1`) |
 | `GUARD_PRELOAD` | models loaded before the app starts: `all`, `first` or `none` | `all` on ZeroGPU, else `first` |
 | `GUARD_GPU_SIZE` | the ZeroGPU size the entry points ask for: `large` (half a card, 48 GB) or `xlarge` (96 GB, twice the quota) | `gpu_size` of the models offered |
 | `GUARD_DEFAULT_STEPS` | the steps slider's value for every method | each method's fast preset |
@@ -91,6 +91,10 @@ _METHOD_LABELS = {
 METHOD_LABELS = {name: label for name, label in _METHOD_LABELS.items() if name in METHODS}
 #: the big models run in bfloat16 on a GPU (half the memory of float32 with its exponent range, which the
 #: attack's gradients need); the small ones in float32 everywhere. A random-weight model is its real model's size.
+#: the GPU models a Space offers when GUARD_MODELS names none: those whose default visit is estimated to
+#: reserve at most 60 s of half a card (docs/space.md); CogVideoX-5B-I2V (about 4.5 min a visit) and the
+#: 14B Wan models (the whole card) only when GUARD_MODELS names them
+GPU_DEFAULT_MODELS = ("svd-xt", "ltx-video", "wan2.2-ti2v-5b")
 BIG_MODELS = {"svd", "svd-xt", "cogvideox", "wan2.1-i2v-14b", "wan2.2-i2v-a14b", "wan2.2-ti2v-5b", "ltx-video"}
 RANDOM_PREFIX = "random-"
 
@@ -133,7 +137,7 @@ def listed_models() -> list[str]:
     else:
         names = [DEFAULT_MODEL]
         if os.environ.get("GUARD_HUB_MODELS") == "1" or gpu_present():
-            names += ["svd-xt", "cogvideox"]
+            names += list(GPU_DEFAULT_MODELS)
     if "embedded" in names and not (EMBEDDED_PATH / "model_index.json").is_file():
         logger.warning("the embedded model is not in %s: not offered", EMBEDDED_PATH)
         names.remove("embedded")
@@ -347,8 +351,9 @@ MIN_GPU_SECONDS, MAX_GPU_SECONDS = 10, 600
 #   generation 0.033 s a frame-step (decode included); a protection step at 14 frames 1.04 s through the
 #   whole UNet, 0.52 s with the forward stopped after down_blocks[1] (its first 4 temporal attention layers,
 #   Vid-Freeze's fast preset), so 0.6 and 0.3 s at 8 frames. The protection attacks every frame of the
-#   video, so the frame count costs twice: 8 frames (about 1 s at 7 fps) and 12 Euler steps (Karras sigmas:
-#   the coarse motion the flow verdict measures is set in the first, high-noise steps): 54 s on half a card.
+#   video, so the frame count costs twice: 8 frames (about 1 s at 7 fps) and 8 Euler steps (Karras sigmas:
+#   the coarse motion the flow verdict measures is set in the first, high-noise steps): 43 s on half a card,
+#   which a reservation with MARGIN keeps within 60 s.
 # - CogVideoX-5B-I2V: H100, 1.91 s a guided step of its 49 frames (the only count it makes,
 #   `CogVideoXTarget.check_num_frames`), a protection step 5.9 s through all 42 blocks, 0.65 s through 4
 #   (Wan's measured ratio, 1.33 / 12.4; to be measured), decode about 3 s (an estimate). 10 steps: no
@@ -361,16 +366,16 @@ MIN_GPU_SECONDS, MAX_GPU_SECONDS = 10, 600
 #   A14B runs one 14B expert a step: the same costs; two experts move onto the card.
 # - Wan 2.2 TI2V-5B: not measured; the same FLOP count at 704 x 1280 (880 tokens a latent frame, 30 layers
 #   of 3,072, 5B parameters) gives 0.135 s a forward at 25 frames (7 latent frames): 0.27 s a guided step.
-#   25 frames (1 s at 24 fps) and 10 steps: 54 s of half a card.
+#   25 frames (1 s at 24 fps) and 7 steps: 45 s of half a card (within 60 s reserved).
 # - LTX-Video 2B: H200, 161 frames (6,930 tokens): a forward 0.12 s, an attack step 0.40 s through all
 #   blocks, 0.087 s through blocks 0-3; scaled to 65 frames (2,970 tokens). 65 frames (2.7 s at 24 fps) and
 #   20 steps: 37 s of half a card.
 # - embedded: a 28M-parameter UNet at 128 x 128 (a CPU model); tiny-*: built in memory for tests.
 GPU_COST = {
     "embedded": dict(fixed=3.0, pgd_step=0.10, video_step=0.04, decode=0.1, frames=8, video_steps=12),
-    "svd": dict(fixed=3.0, pgd_step=0.6, pgd_step_blocks=0.3, video_step=0.27, decode=0.0, frames=8, video_steps=12),
+    "svd": dict(fixed=3.0, pgd_step=0.6, pgd_step_blocks=0.3, video_step=0.27, decode=0.0, frames=8, video_steps=8),
     "svd-xt": dict(fixed=3.0, pgd_step=0.6, pgd_step_blocks=0.3, video_step=0.27, decode=0.0, frames=8,
-                   video_steps=12),
+                   video_steps=8),
     "cogvideox": dict(fixed=5.0, pgd_step=5.9, pgd_step_blocks=0.65, video_step=1.91, decode=3.0, frames=49,
                       video_steps=10, frame_exponent=2),
     "wan2.1-i2v-14b": dict(fixed=8.0, pgd_step=3.0, pgd_step_blocks=0.4, video_step=0.96, decode=0.5, frames=17,
@@ -378,7 +383,7 @@ GPU_COST = {
     "wan2.2-i2v-a14b": dict(fixed=10.0, pgd_step=3.0, pgd_step_blocks=0.4, video_step=0.96, decode=0.5, frames=17,
                             video_steps=7, frame_exponent=2),
     "wan2.2-ti2v-5b": dict(fixed=4.0, pgd_step=0.7, pgd_step_blocks=0.25, video_step=0.27, decode=0.7, frames=25,
-                           video_steps=10, frame_exponent=2),
+                           video_steps=7, frame_exponent=2),
     "ltx-video": dict(fixed=3.0, pgd_step=0.17, pgd_step_blocks=0.04, video_step=0.103, decode=0.3, frames=65,
                       video_steps=20, frame_exponent=2),
     "tiny": dict(fixed=2.0, pgd_step=0.05, video_step=0.03, decode=0.0, frames=4, video_steps=3),
@@ -475,7 +480,7 @@ def visit_seconds(model, method=None, steps=0, videos=0, frames=0, video_steps=0
         if method in METHODS:
             preset_target = loaded or SimpleNamespace(family=_family(real_model(str(model))), num_frames=work_frames)
             params = settings_for(method, "fast", preset_target)[1]
-            if params.get("layers") and "pgd_step_blocks" in cost:
+            if (params.get("layers") or method == "medusa") and "pgd_step_blocks" in cost:  # MEDUSA: one early block
                 step = cost["pgd_step_blocks"]
         attack_frames = min(params.get("frames") or work_frames, work_frames)
         pgd = _count(steps, limits.MAX_STEPS) * step * _scale(attack_frames, cost["frames"], exponent)
@@ -507,7 +512,7 @@ def reserved_seconds(duration: int, size: str | None = None) -> float:
 #: the model sets docs/space.md documents, by name
 MODEL_SETS = {
     "default (CPU)": ["embedded"],
-    "default (GPU)": ["embedded", "svd-xt", "cogvideox"],
+    "default (GPU)": ["embedded", *GPU_DEFAULT_MODELS],
     "SVD family and LTX-Video": ["embedded", "svd-xt", "ltx-video"],
     "small GPU models": ["embedded", "svd-xt", "cogvideox", "ltx-video", "wan2.2-ti2v-5b"],
     "Wan 2.2 TI2V-5B": ["wan2.2-ti2v-5b"],

@@ -64,7 +64,7 @@ def test_the_models_offered_follow_guard_models(monkeypatch):
     embedded = (serving.EMBEDDED_PATH / "model_index.json").is_file()
     assert serving.listed_models() == (["embedded"] if embedded else ["tiny-svd"])  # no GPU: no hub models
     monkeypatch.setenv("GUARD_HUB_MODELS", "1")
-    assert serving.listed_models()[-2:] == ["svd-xt", "cogvideox"]
+    assert serving.listed_models()[-3:] == ["svd-xt", "ltx-video", "wan2.2-ti2v-5b"]
     with pytest.raises(InputError, match="not offered here"):
         POOL.get("svd-xt")
 
@@ -202,3 +202,16 @@ def test_each_part_logs_its_seconds_at_its_last_step(caplog):
         callback(2, 2)
     lines = [r.getMessage() for r in caplog.records if serving.TIMING_TAG in r.getMessage()]
     assert len(lines) == 1 and "'Protecting with vidfreeze' steps=2 seconds=" in lines[0]
+
+
+def test_a_default_visit_on_each_default_gpu_model_reserves_at_most_a_minute():
+    """The GPU models a Space offers by default: a default "Protect & animate" (the page's method and steps,
+    three videos) is estimated to reserve at most 60 s of half a card; CogVideoX, which cannot, is not among
+    them."""
+    method = serving.page_defaults("embedded")["method"]
+    for model in serving.GPU_DEFAULT_MODELS:
+        assert serving.gpu_size([model]) == "large"
+        duration = serving.gpu_seconds(model, method, serving.steps_for(method), videos=3, size="large")
+        assert serving.reserved_seconds(duration, "large") <= 60, model
+    assert "cogvideox" not in serving.GPU_DEFAULT_MODELS
+    assert serving.reserved_seconds(serving.gpu_seconds("cogvideox", method, 16, videos=3, size="large"), "large") > 60
