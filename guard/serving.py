@@ -151,7 +151,8 @@ class ModelPool:
 
     def __init__(self, names: list[str]):
         self.names = list(names)
-        self.videos = VideoCache()
+        self.videos = VideoCache(folder=os.environ.get("GUARD_VIDEO_CACHE_DIR")  # files: ZeroGPU's forks share them
+                                 or Path(os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir()) / "guard-videos")
         self._targets: dict[str, Target] = {}
         self._lock = threading.Lock()
 

@@ -13,25 +13,40 @@ content, never a file name or a session:
 - the video seed and the video options (frames, denoising steps, motion bucket).
 
     cache = VideoCache()                                   # GUARD_VIDEO_CACHE_MB, default 512
+    cache = VideoCache(folder="/tmp/guard-videos")         # the same, in files every process shares
     result = jobs.protect_and_animate(target, photo, job, seed, options, cache=cache)
 
 One bound for all models together, in bytes of stored frames, least recently used evicted first: the
-bound is a share of the process's memory, which the models offered share, and a model nobody uses
-then holds nothing. Stored frames are read-only copies; a video larger than the whole bound is not
-stored. Every method holds one lock, as Gradio runs requests in threads. Two requests that miss the same
-key at once both make the video (the app runs one model job at a time, so it does not happen there).
+models offered share it, and a model nobody uses then holds nothing. Stored frames are read-only copies;
+a video larger than the whole bound is not stored. Every method holds one lock, as Gradio runs requests
+in threads (with a folder, only around the counters: a file is written whole and renamed, as safe between
+threads as between processes). Two requests that miss the same key at once both make the video (the app
+runs one model job at a time, so it does not happen there).
 
-The cache lives in the process that makes the videos: on ZeroGPU, where each GPU call may run in a
-freshly forked worker, it lasts only as long as that worker is reused.
+Without a folder the videos live in the process's memory. With one (`folder=`; the app's pool uses
+GUARD_VIDEO_CACHE_DIR, default `guard-videos` in the temp folder) each video is a file there, so every
+process on the machine shares them: on ZeroGPU each GPU call may run in a freshly forked worker, whose
+memory dies with it, while its files stay for the next call. A file is `video-<blake2b of the key>.npy`
+(`np.save` of the frames), written to a temporary file beside it then renamed over it, so a reader never
+sees half a video; reading a video sets its mtime, and the bound evicts the files with the oldest mtimes,
+so "least recently used" holds across processes. A file that cannot be read is a miss and is removed.
+With a folder the files are the only store (no copy in memory in front): one bound, one copy, and the
+operating system's page cache already keeps recently read files in memory. Only files named `video-*`
+are ever removed from the folder. The key names the model, not its weights: a folder kept across a change
+of weights or of generation code serves the old videos (`clear` it; a Space's temp folder starts empty).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import tempfile
 import threading
+import time
 from collections import OrderedDict
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,8 +58,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: the bound of a cache built without one, in MB of stored uint8 frames (0: store nothing). One SVD
-#: video of 14 frames at 576x1024 is 25 MB, so 512 MB keeps about 20 of them (seven visits' worth).
+#: the bound of a cache built without one, in MB of stored uint8 frames (of memory, or of files in a folder;
+#: 0: store nothing). One SVD video of 14 frames at 576x1024 is 25 MB, so 512 MB keeps about 20 of them
+#: (seven visits' worth).
 VIDEO_CACHE_MB = float(os.environ.get("GUARD_VIDEO_CACHE_MB", "512"))
 if not VIDEO_CACHE_MB >= 0:  # also refuses nan
     raise ValueError(f"GUARD_VIDEO_CACHE_MB must be a number of MB >= 0, got {os.environ['GUARD_VIDEO_CACHE_MB']!r}")
@@ -64,11 +80,14 @@ def video_key(target: Target, picture: PIL.Image.Image, seed: int, options: Vide
 
 class VideoCache:
     """Generated videos (uint8 frames (F, H, W, 3)) by `video_key`, at most `max_mb` MB of frames in all,
-    the least recently used evicted first. Thread-safe.
+    the least recently used evicted first; in memory, or in files in `folder` shared by every process
+    that opens it (see the module's docstring). Thread-safe.
 
     Arguments:
-        max_mb: the bound in MB (10**6 bytes) of stored frames, >= 0; None: `VIDEO_CACHE_MB`
+        max_mb: the bound in MB (10**6 bytes) of stored frames (with a folder: of its video files, the
+            frames and a header of about 128 bytes each), >= 0; None: `VIDEO_CACHE_MB`
             (GUARD_VIDEO_CACHE_MB, default 512). 0 stores nothing.
+        folder: where the videos are files (made on the first put); None: in this process's memory.
 
     Example:
         >>> cache = VideoCache(max_mb=1)
@@ -78,26 +97,29 @@ class VideoCache:
         (True, False, 96)
     """
 
-    def __init__(self, max_mb: float | None = None):
+    def __init__(self, max_mb: float | None = None, folder: str | os.PathLike | None = None):
         max_mb = VIDEO_CACHE_MB if max_mb is None else max_mb
         if not max_mb >= 0:
             raise ValueError(f"max_mb must be >= 0, got {max_mb}")
         self.max_bytes = int(max_mb * 1e6)
-        self._videos: OrderedDict[tuple, np.ndarray] = OrderedDict()  # least recently used first
+        self.folder = None if folder is None else Path(folder)
+        self._videos: OrderedDict[tuple, np.ndarray] = OrderedDict()  # without a folder; least recently used first
         self._nbytes = 0
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
     def get(self, key: tuple) -> np.ndarray | None:
         """The stored frames of `key` (read-only), now the most recently used, or None."""
+        # files: read without the lock, which does not reach other processes anyway
+        frames = None if self.folder is None else self._read(self.path(key))
         with self._lock:
-            frames = self._videos.get(key)
+            if self.folder is None and (frames := self._videos.get(key)) is not None:
+                self._videos.move_to_end(key)
             if frames is None:
                 self.misses += 1
-                return None
-            self._videos.move_to_end(key)
-            self.hits += 1
-            return frames
+            else:
+                self.hits += 1
+        return frames
 
     def put(self, key: tuple, frames: np.ndarray) -> np.ndarray:
         """Store a read-only copy of `frames` (uint8) under `key`, evicting the least recently used videos
@@ -107,6 +129,9 @@ class VideoCache:
         stored = np.array(frames, copy=True)
         stored.setflags(write=False)
         if stored.nbytes > self.max_bytes:
+            return stored
+        if self.folder is not None:
+            self._write(self.path(key), stored)  # without the lock, as another process's put
             return stored
         with self._lock:
             old = self._videos.pop(key, None)
@@ -118,19 +143,99 @@ class VideoCache:
                 self._nbytes -= evicted.nbytes
         return stored
 
+    # -- with a folder ---------------------------------------------------------------------------------------
+    def path(self, key: tuple) -> Path:
+        """The file of `key` in the folder: the same in every process (repr of a key of strings, ints and
+        tuples does not depend on the process, unlike hash())."""
+        if self.folder is None:
+            raise ValueError("path: this cache has no folder")
+        return self.folder / f"video-{hashlib.blake2b(repr(key).encode(), digest_size=20).hexdigest()}.npy"
+
+    def _files(self, pattern: str = "video-*") -> list[tuple[int, int, Path]]:
+        """(mtime in ns, size, path) of the folder's files matching `pattern`, oldest first; a file removed
+        meanwhile by another process is left out."""
+        files = []
+        for path in self.folder.glob(pattern) if self.folder.is_dir() else ():
+            with contextlib.suppress(FileNotFoundError):
+                stat = path.stat()
+                files.append((stat.st_mtime_ns, stat.st_size, path))
+        return sorted(files)
+
+    @staticmethod
+    def _touch(path: Path) -> None:
+        # the time set exactly, not the file system's clock (coarse: a few ms), so that two uses in a row
+        # keep their order
+        now = time.time_ns()
+        os.utime(path, ns=(now, now))
+
+    def _read(self, path: Path) -> np.ndarray | None:
+        try:
+            frames = np.load(path, allow_pickle=False)
+            if frames.dtype != np.uint8:
+                raise ValueError(f"frames of dtype {frames.dtype}")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, EOFError) as e:  # truncated, overwritten by something else: a miss
+            logger.warning("video cache: %s unreadable (%s), removed", path, e)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return None
+        with contextlib.suppress(FileNotFoundError):  # evicted by another process since: still a hit
+            self._touch(path)
+        frames.setflags(write=False)
+        return frames
+
+    def _write(self, path: Path, frames: np.ndarray) -> None:
+        """Write `frames` as `path` (whole or not at all), then evict the oldest files beyond the bound. A
+        cache that cannot write (a full disk) logs it and stores nothing: the visitor still gets the video."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(dir=self.folder, prefix=f"{path.name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as file:
+                    np.save(file, frames, allow_pickle=False)
+                os.replace(temporary, path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temporary)
+                raise
+            self._touch(path)
+        except OSError as e:
+            logger.warning("video cache: could not write %s (%s), not stored", path, e)
+            return
+        # every file named video-*, temporary ones included (one a killed worker left behind goes in its
+        # turn); the new file is the newest, so it goes only when it alone exceeds the bound (its header)
+        files = self._files()
+        total = sum(size for _, size, _ in files)
+        for _, size, old in files:
+            if total <= self.max_bytes:
+                break
+            with contextlib.suppress(FileNotFoundError):
+                old.unlink()
+            total -= size
+
+    # -- both ------------------------------------------------------------------------------------------------
     @property
     def nbytes(self) -> int:
-        """Bytes of frames stored now (at most `max_bytes`)."""
-        return self._nbytes
+        """Bytes of frames stored now (at most `max_bytes`); with a folder, of its video files."""
+        if self.folder is None:
+            return self._nbytes
+        return sum(size for _, size, _ in self._files("video-*.npy"))
 
     def __len__(self) -> int:
-        return len(self._videos)
+        return len(self._videos) if self.folder is None else len(self._files("video-*.npy"))
 
     def __contains__(self, key: tuple) -> bool:
+        if self.folder is not None:
+            return self.path(key).is_file()
         with self._lock:
             return key in self._videos
 
     def clear(self) -> None:
+        """Remove every video (with a folder: every file named `video-*` in it)."""
+        for _, _, path in self._files() if self.folder is not None else ():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         with self._lock:
             self._videos.clear()
             self._nbytes = 0

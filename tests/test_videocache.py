@@ -2,6 +2,8 @@
 second method or eps on the same photo makes only the guarded photo's video (tiny models, random weights:
 the bookkeeping, not an effect). The target's `generate` is counted with a wrapper."""
 
+import io
+import multiprocessing
 import threading
 
 import numpy as np
@@ -212,3 +214,108 @@ def test_threads_share_a_cache_safely():
     assert not errors
     assert cache.nbytes == sum(v.nbytes for v in cache._videos.values()) <= cache.max_bytes
     assert cache.hits + cache.misses == 8 * 500 and cache.hits > 0
+
+
+# -- in a folder: shared between processes -------------------------------------------------------------------
+def test_two_caches_on_one_folder_share_their_videos(tmp_path):
+    writer, reader = VideoCache(max_mb=1, folder=tmp_path), VideoCache(max_mb=1, folder=tmp_path)
+    stored = writer.put("a", frames(7))
+    found = reader.get("a")
+    assert found is not stored and np.array_equal(found, stored) and found.dtype == np.uint8
+    assert not found.flags.writeable
+    assert "a" in reader and len(reader) == 1 and reader.nbytes == writer.nbytes > stored.nbytes  # + a header
+    assert reader.get("b") is None and (reader.hits, reader.misses) == (1, 1)
+    assert [path.name for path in tmp_path.iterdir()] == [writer.path("a").name]  # no temporary file left
+
+
+def test_a_video_made_through_a_folder_is_not_made_again_by_another_cache_on_it(svd, photo, tmp_path):
+    """A second visit in a fresh process (another cache object on the same folder) makes nothing."""
+    picture = np.asarray(photo)
+    made = jobs.animate(svd.target, picture, 3, VIDEO, cache=VideoCache(max_mb=100, folder=tmp_path))
+    before = len(svd.calls)
+    found = jobs.animate(svd.target, picture, 3, VIDEO, cache=VideoCache(max_mb=100, folder=tmp_path))
+    assert len(svd.calls) == before
+    assert found.tobytes() == made.tobytes() and found.shape == made.shape
+
+
+def _put_in_a_child(folder) -> None:
+    VideoCache(max_mb=1, folder=folder).put(("model", 3), frames(9))
+
+
+def test_a_video_put_in_a_forked_process_is_found_by_its_parent(tmp_path):
+    """As on ZeroGPU: the GPU call runs in a fork of the app, whose memory dies with it."""
+    cache = VideoCache(max_mb=1, folder=tmp_path)  # the parent's, inherited by the fork (as the app's pool)
+    child = multiprocessing.get_context("fork").Process(target=_put_in_a_child, args=(tmp_path,))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert (cache.get(("model", 3)) == 9).all()
+
+
+def test_the_folder_evicts_the_least_recently_used_video_at_the_bound(tmp_path):
+    header = len(_npy_bytes(frames(0))) - 999
+    cache = VideoCache(max_mb=3 * (999 + header) / 1e6, folder=tmp_path)  # three files of 999 bytes of frames
+    for name in "abc":
+        cache.put(name, frames(ord(name)))
+    assert len(cache) == 3 and cache.nbytes == 3 * (999 + header)
+    assert VideoCache(folder=tmp_path).get("a") is not None  # read by another cache: "b" is now the oldest
+    cache.put("d", frames(4))
+    assert "b" not in cache and all(name in cache for name in "acd") and cache.nbytes <= cache.max_bytes
+    cache.put("e", frames(5, 2001))  # evicts "a" and "c", the least recently used
+    assert {name for name in "abcde" if name in cache} == {"d", "e"} and cache.nbytes <= cache.max_bytes
+    cache.put("f", frames(6, 4000))  # larger than the whole bound: returned, not stored
+    assert "f" not in cache and len(cache) == 2
+
+
+def test_a_truncated_file_is_a_miss_and_is_removed(tmp_path):
+    cache = VideoCache(max_mb=1, folder=tmp_path)
+    cache.put("a", frames(7))
+    cache.put("b", frames(8))
+    whole = cache.path("a").read_bytes()
+    cache.path("a").write_bytes(whole[: len(whole) // 2])  # a file cut short (not one this cache writes)
+    cache.path("b").write_bytes(b"")
+    assert cache.get("a") is None and not cache.path("a").exists()
+    assert cache.get("b") is None and not cache.path("b").exists()
+    assert cache.misses == 2 and len(cache) == 0
+    assert (cache.put("a", frames(7)) == cache.get("a")).all()  # made again, stored again
+
+
+def test_clear_removes_the_videos_and_nothing_else_in_the_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a video")
+    cache = VideoCache(max_mb=0.002, folder=tmp_path)
+    for name in "abc":
+        cache.put(name, frames(ord(name)))  # evicts the videos at the bound, never notes.txt
+    cache.clear()
+    assert len(cache) == 0 and [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_threads_share_a_folder_safely(tmp_path):
+    cache = VideoCache(max_mb=0.01, folder=tmp_path)  # room for about 9 of the 30 keys below
+    errors = []
+
+    def work(worker):
+        rng = np.random.default_rng(worker)
+        try:
+            for _ in range(100):
+                key = int(rng.integers(30))
+                found = cache.get(key)
+                if found is None:
+                    cache.put(key, frames(key))
+                else:
+                    assert (found == key).all() and found.shape == (1, 1, 333, 3)
+        except Exception as e:  # noqa: BLE001 - handed to the main thread's assertion
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert cache.nbytes <= cache.max_bytes and cache.hits > 0 and not list(tmp_path.glob("*.tmp"))
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
