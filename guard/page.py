@@ -210,12 +210,14 @@ one-line **verdict** that compares the video of the guarded photo with the video
 the video of the photo plus random noise of the same budget (the control). Click an example to see a
 stored result at once, or upload a photo and press **Protect & animate**."""
 ABOUT = f"""
-**Methods.** All five share one L-inf projected-gradient loop (`guard/optimize.py`): the guarded image
+**Methods.** All six share one L-inf projected-gradient loop (`guard/optimize.py`): the guarded image
 never differs from the original by more than *eps*/255 in any pixel channel, and is saved as an 8-bit PNG
 of the photo's own size. The change is optimised through the resize the model's pipeline applies to a
 photo of any size, and through a center crop to the model's aspect (`guard/resize.py`).
 - **Vid-Freeze** (arXiv 2509.23279) pushes the model's temporal attention toward uniform over frames,
   meant to make every frame alike so that the video freezes.
+- **MEDUSA** (ICML 2026, after its public code) lowers the nuclear norm of one early block's frame
+  attention at one high noise level, so that every frame attends alike.
 - **Freeze** (guard's own, experimental) pulls the denoiser's prediction at high noise toward a still
   video of the photo, where an image-to-video sampler lays out the motion.
 - **I2VGuard** (Gui et al., CVPR 2025) pushes the image's latent, the denoised video and the temporal

@@ -15,12 +15,15 @@ Settings from the environment (read once, at import):
 | `GUARD_JOBS_PER_ADDRESS` | jobs queued or running per client address | 3 |
 | `GUARD_MAX_JOB_SECONDS` | seconds a job may run | 600 |
 | `GUARD_MAX_FILE_SIZE` | largest upload | 25mb |
+| `GUARD_VIDEO_CACHE_MB` | MB of videos kept on disk between a visitor's jobs (`guard.videocache`) | 512 |
+| `GUARD_VIDEO_CACHE_DIR` | their folder, kept across restarts (clear it when the model or the code changes) | a folder of the process's own, removed at exit |
 
 The bounds of every number a visitor gives are `guard.limits`' (shared with the command line).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import logging
@@ -151,8 +154,14 @@ class ModelPool:
 
     def __init__(self, names: list[str]):
         self.names = list(names)
-        self.videos = VideoCache(folder=os.environ.get("GUARD_VIDEO_CACHE_DIR")  # files: ZeroGPU's forks share them
-                                 or Path(os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir()) / "guard-videos")
+        # files, which ZeroGPU's forked workers share; a folder of this process's own (named here, before any
+        # fork; made at the first video), since the key names a model but not its weights or code: a restarted
+        # app must not be handed the videos of the code or model it ran before
+        folder = os.environ.get("GUARD_VIDEO_CACHE_DIR")
+        if not folder:
+            folder = temp_root() / f"guard-videos-{os.getpid()}-{secrets.token_hex(4)}"
+            atexit.register(shutil.rmtree, folder, True)  # the process that named it removes it on exit
+        self.videos = VideoCache(folder=folder)
         self._targets: dict[str, Target] = {}
         self._lock = threading.Lock()
 
@@ -215,10 +224,15 @@ def stored_examples(defaults: dict) -> example_cache.ExampleCache:
     return cache
 
 
+def temp_root() -> Path:
+    """Where the app writes its files: GRADIO_TEMP_DIR, else the system's temporary folder."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir())
+
+
 def request_dir() -> Path:
     """A fresh folder for one request's files (random name: two visitors never share one); folders
     older than REQUEST_DIR_MAX_AGE_S are removed on the way."""
-    root = Path(os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir()) / "guard-requests"
+    root = temp_root() / "guard-requests"
     root.mkdir(parents=True, exist_ok=True)
     now = time.time()
     for old in root.iterdir():
