@@ -106,7 +106,7 @@ def validator(entry):
 
 # -- entry points --------------------------------------------------------------------------------------------
 @spaces.GPU(duration=protect_seconds, size=serving.space_gpu_size())
-def protect_image(image: str, method: str = "vidfreeze", eps: int = serving.DEFAULT_EPS,
+def protect_image(image: str, method: str = DEFAULTS["method"], eps: int = serving.DEFAULT_EPS,
                   steps: int = DEFAULTS["steps"], model: str = DEFAULTS["model"], seed: int = 0,
                   randomize_seed: bool = False, robust: bool = False, state: dict | None = None,
                   progress=gr.Progress()):
@@ -144,7 +144,7 @@ def animate_image(image: str, model: str = DEFAULTS["model"], seed: int = 0, ran
 
 
 @spaces.GPU(duration=protect_and_animate_seconds, size=serving.space_gpu_size())
-def protect_and_animate(image: str, method: str = "vidfreeze", eps: int = serving.DEFAULT_EPS,
+def protect_and_animate(image: str, method: str = DEFAULTS["method"], eps: int = serving.DEFAULT_EPS,
                         steps: int = DEFAULTS["steps"], model: str = DEFAULTS["model"], seed: int = 0,
                         randomize_seed: bool = False, frames: int = 0, motion_bucket: int = 127, video_steps: int = 0,
                         robust: bool = False, state: dict | None = None, progress=gr.Progress()):

@@ -4,7 +4,7 @@ point runs (`guard.jobs.protect_and_animate`, `guard.page.write_files`) with the
 (`guard.serving.page_defaults`).
 
     python benchmarks/bench_app.py [--model embedded] [--image examples/chelsea.png] [--steps N]
-                                   [--method vidfreeze] [--second-method freeze]
+                                   [--method M] [--second-method vidfreeze]
 
 Prints the seconds of each part (imports, model load, protection, the control, each video, metrics and
 files) and the total, with the machine's load average (timings on a shared CPU are inflated). Then a
@@ -31,9 +31,9 @@ def main() -> int:
     parser.add_argument("--model", default="embedded" if has_embedded else "tiny-svd",
                         help="model to time (default: embedded, or tiny-svd where it is not installed)")
     parser.add_argument("--image", default=str(ROOT / "examples" / "chelsea.png"))
-    parser.add_argument("--method", default="vidfreeze")
-    parser.add_argument("--second-method", default="freeze",
-                        help="method of a second visit on the same photo, with the app's video cache (default: freeze)")
+    parser.add_argument("--method", help="default: the page's for the model (guard.serving.page_defaults)")
+    parser.add_argument("--second-method", default="vidfreeze",
+                        help="method of a second visit on the same photo, with the app's video cache (default: vidfreeze)")
     parser.add_argument("--steps", type=int, default=None, help="protection steps (default: the page's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None,
@@ -88,6 +88,7 @@ def main() -> int:
             parts.append((part, t1 - t0))
         return result, job, steps, parts, run_end - run_start
 
+    args.method = args.method or defaults["method"]
     result, job, steps, parts, seconds = visit(args.method)
     first_end = time.perf_counter()
     second = visit(args.second_method)

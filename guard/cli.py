@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import distributed, io, jobs, limits
 from .methods import METHODS
+from .presets import default_method
 from .targets import DEFAULT_MODEL, MODELS
 
 logger = logging.getLogger("guard")
@@ -146,8 +147,9 @@ def cmd_protect(args) -> int:
         limits.steps(args.steps, "--steps")
     limits.seed(args.seed, "--seed")
     check_step_size(args)
-    check_steps(args.steps, [args.method])
-    job = jobs.Job(method=args.method, eps=args.eps, steps=args.steps, preset=args.preset, seed=args.seed,
+    method = args.method or default_method(args.model)
+    check_steps(args.steps, [method])
+    job = jobs.Job(method=method, eps=args.eps, steps=args.steps, preset=args.preset, seed=args.seed,
                    robust=args.robust, step_size=args.step_size, random_start=False if args.no_random_start else None)
     source, output = Path(args.input), Path(args.output)
     if source.is_dir():
@@ -276,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="an image, or a folder of images")
     p.add_argument("-o", "--output", required=True, help="guarded PNG (or output folder for a folder input: "
                    "NAME.png per image, or NAME.SUFFIX.png where two inputs share a name)")
-    p.add_argument("--method", default="vidfreeze", choices=list(METHODS))
+    p.add_argument("--method", choices=list(METHODS),
+                   help="default: the method measured best on the model (guard/presets.py: freeze on the embedded "
+                        "model), else vidfreeze")
     p.add_argument("--eps", type=int, default=8,
                    help=f"L-inf budget in 8-bit levels, eps/255: 1..{limits.MAX_EPS} (default 8)")
     p.add_argument("--steps", type=int, default=None, help=f"PGD steps, 0..{limits.MAX_STEPS} (default: the preset's)")

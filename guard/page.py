@@ -226,6 +226,12 @@ photo of any size, and through a center crop to the model's aspect (`guard/resiz
   editing, not video.
 - **Random noise** of the same budget is the control: a protection that does no better protects nothing.
 
+**What is measured.** Only on the embedded model (4 photos x 4 video seeds the protections never saw,
+8/255; the README's "Results"): Freeze cuts a video's motion by 21% on average and Vid-Freeze by 17-19%,
+measurably more than the control; MEDUSA by 7% and I2VGuard by 3%, no more than the control. Most of each
+video still moves. Freeze is this model's default, as the best measured; on every other model nothing has
+been measured (no hub where guard is developed), and the default is Vid-Freeze.
+
 **The verdict.** Three videos are made with the same seed and settings: from the original, from the
 guarded photo, and from the control (the original with every pixel channel moved by +eps or -eps at
 random, the whole budget: the `noise` method, drawn with the protection's own seed, as in

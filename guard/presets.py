@@ -51,6 +51,20 @@ ALL_FRAMES_I2VGUARD = (6, {"video_steps": 4, "noise_draws": 2})
 FAST_BY_FAMILY = {family: {"i2vguard": ALL_FRAMES_I2VGUARD} for family in ("cogvideox", "wan", "ltx")}
 
 
+#: the default method of a model, where a method measured best on it (README "Results": the embedded model,
+#: 4 photos x 4 unseen video seeds at 8/255: `freeze` flow ratio 0.785, the only one within 90% of the cut its
+#: training law allows; Vid-Freeze's fast preset 0.827, MEDUSA 0.933). A model never measured (every hub
+#: model: no hub here) takes Vid-Freeze's fast preset: the cheapest with a measured effect, and the one
+#: whose Space visit fits a minute of half a ZeroGPU card (`freeze` reads the whole denoiser).
+MEASURED_BEST = {"embedded": "freeze"}
+UNMEASURED_DEFAULT = "vidfreeze"
+
+
+def default_method(model: str) -> str:
+    """The method the app and the CLI use for `model` when none is asked for (see MEASURED_BEST)."""
+    return MEASURED_BEST.get(model, UNMEASURED_DEFAULT)
+
+
 def settings_for(method: str, preset: str, target) -> tuple[int, dict]:
     """(steps, method parameters) of a preset for this target. A "frames" parameter of at least the
     model's own count is dropped (the method then uses the model's)."""

@@ -43,7 +43,7 @@ from . import example_cache, limits
 from .io import InputError
 from .methods import METHODS
 from .jobs import CONTROL, Job, VideoOptions, check_method, default_steps, protection_seed
-from .presets import settings_for
+from .presets import default_method, settings_for
 from .targets import (DEFAULT_MODEL, EMBEDDED_PATH, FAMILIES, MODELS, RANDOM_MODELS, TINY_MODELS, Target,
                       load_target)
 from .videocache import VideoCache
@@ -207,7 +207,8 @@ def steps_for(method: str) -> int:
 
 def page_defaults(model: str) -> dict:
     """The page's controls at start: what an example's stored result was made with."""
-    return dict(method="vidfreeze", eps=DEFAULT_EPS, steps=steps_for("vidfreeze"), model=model, seed=0,
+    method = default_method(model)
+    return dict(method=method, eps=DEFAULT_EPS, steps=steps_for(method), model=model, seed=0,
                 randomize_seed=False, frames=0, motion_bucket=127, video_steps=0, robust=False)
 
 
