@@ -293,7 +293,9 @@ def progress_of(progress, label: str, until: float):
     def callback(step, total, *_):
         if time.monotonic() > until:
             raise JobTooLong
-        progress((step, total), desc=f"{label}: step {step}/{total}")
+        elapsed = time.perf_counter() - start  # the part's setup and steps so far: a rate that includes both
+        left = f", about {math.ceil(elapsed / step * (total - step))} s left" if 0 < step < total else ""
+        progress((step, total), desc=f"{label}: step {step}/{total}{left}")
         if step == total:
             logger.info("%s part %r steps=%d seconds=%.3f", TIMING_TAG, label, total, time.perf_counter() - start)
             log_memory(f"after {label!r}")

@@ -237,7 +237,7 @@ def no_model(monkeypatch):
     (["evaluate", str(EXAMPLE.parent), "-o", "report", "--video-steps", "999"],
      "--video-steps must be between 0 and 50, got 999"),
     (["evaluate", str(EXAMPLE.parent), "-o", "report", "--methods", "vidfreeze,magic"],
-     "--methods: method must be one of freeze, vidfreeze, i2vguard, photoguard, noise, got 'magic'"),
+     "--methods: method must be one of freeze, vidfreeze, medusa, i2vguard, photoguard, noise, got 'magic'"),
     (["evaluate", str(EXAMPLE.parent), "-o", "report", "--methods", ","], "--methods is a comma-separated list"),
     (["protect", str(EXAMPLE), "-o", "out.png", "--method", "vidfreeze", "--steps", "0"],
      "--steps must be at least 1 for vidfreeze"),

@@ -73,7 +73,9 @@ def test_a_job_stops_past_its_deadline():
     reports = []
     callback = serving.progress_of(lambda *a, **k: reports.append(k["desc"]), "Protecting", until=float("inf"))
     callback(1, 4, {"loss": 1.0})
-    assert reports == ["Protecting: step 1/4"]
+    callback(4, 4, {"loss": 0.5})
+    assert reports[0].startswith("Protecting: step 1/4, about ") and reports[0].endswith(" s left")
+    assert reports[1] == "Protecting: step 4/4"  # nothing left to estimate
     with pytest.raises(serving.JobTooLong):
         serving.progress_of(lambda *a, **k: None, "Protecting", until=0.0)(1, 4)
 
@@ -208,10 +210,10 @@ def test_a_default_visit_on_each_default_gpu_model_reserves_at_most_a_minute():
     """The GPU models a Space offers by default: a default "Protect & animate" (the page's method and steps,
     three videos) is estimated to reserve at most 60 s of half a card; CogVideoX, which cannot, is not among
     them."""
-    method = serving.page_defaults("embedded")["method"]
     for model in serving.GPU_DEFAULT_MODELS:
+        method = serving.page_defaults(model)["method"]
         assert serving.gpu_size([model]) == "large"
         duration = serving.gpu_seconds(model, method, serving.steps_for(method), videos=3, size="large")
         assert serving.reserved_seconds(duration, "large") <= 60, model
     assert "cogvideox" not in serving.GPU_DEFAULT_MODELS
-    assert serving.reserved_seconds(serving.gpu_seconds("cogvideox", method, 16, videos=3, size="large"), "large") > 60
+    assert serving.reserved_seconds(serving.gpu_seconds("cogvideox", "vidfreeze", 16, videos=3, size="large"), "large") > 60
