@@ -73,3 +73,18 @@ def test_the_pattern_match_reads_gitattributes_as_git_does():
     assert not covered("a/b/model.safetensors", ["b/*.safetensors"])
     assert covered("b/model.safetensors", ["b/*.safetensors"])
     assert not covered("weights.safetensors.txt", ["*.safetensors"])
+
+
+def test_the_space_installs_a_torch_zerogpu_supports():
+    """ZeroGPU supports PyTorch 2.8-2.11 (../shared/NOTES.md): the torch that requirements.txt installs on the
+    Space's Python (the front matter's python_version) is within that range."""
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    python = str(front_matter()["python_version"])
+    pins = [Requirement(line.split("#")[0]) for line in (ROOT / "requirements.txt").read_text().splitlines()
+            if line.split("#")[0].strip().startswith("torch")]
+    chosen = [r for r in pins if r.marker is None or r.marker.evaluate({"python_version": python})]
+    assert len(chosen) == 1, chosen
+    (spec,) = chosen[0].specifier
+    assert Version("2.8") <= Version(spec.version) < Version("2.12"), chosen[0]
