@@ -1,4 +1,4 @@
-"""Measure an SVD-format image-to-video model the way issue 10 asks: on held-out images, at fixed seeds.
+"""Measure an SVD-format image-to-video model against its fidelity floors: on held-out images, at fixed seeds.
 
     python training/evaluate.py [--model guard/models/embedded] [--seeds 4] [--sweep-seeds 2]
         [--threads 2,1] [--only floor,motion,oracles,frames,timing] [--guidance MIN,MAX] [--json out.json]
@@ -23,7 +23,7 @@ Sections (--only picks some; each prints its numbers as it goes):
            is none. Also the VAE round trip of the image (a ceiling for frame 0), and the image
            itself repeated F times with no model, whose flow must be 0.
   motion   bucket sweep: flow at motion_bucket_id 0, 30, 64, 127, 180, 255, mean +- std over
-           images x seeds (--seeds at bucket 0 and the default bucket, which issue 10's table
+           images x seeds (--seeds at bucket 0 and the default bucket, which the fidelity table
            uses; --sweep-seeds at the others). At the default bucket also:
            - coherence: PSNR of every frame t+1 warped back onto frame t by the measured flow, vs
              frame t (MSE pooled over a video's frame pairs, mean over videos), printed next to the
@@ -39,7 +39,7 @@ Sections (--only picks some; each prints its numbers as it goes):
   timing   one default generation in this process at each --threads count (the faster of 2 after a
            warm-up), and the whole `python -m guard animate examples/coffee.png -o x.mp4` process
            (a subprocess with OMP_NUM_THREADS set to that count; --model passed if not the default).
-At the end: issue 10's table with its floors and goals. --json writes every number, and each video's.
+At the end: the fidelity table with its floors and goals. --json writes every number, and each video's.
 
 Choosing a setting (--steps, --guidance) on the held-out images would tune the model to its own
 test: --images validation measures six training photos instead (VALIDATION), for that choice.
@@ -367,7 +367,7 @@ def section_timing(target, images, threads, model, results):
 
 
 def issue_table(results):
-    """Issue 10's table: (what, measured, unit, floor, goal, passes floor?)."""
+    """The fidelity table: (what, measured, unit, floor, goal, passes floor?)."""
     rows = []
     if "floor" in results:
         v = results["floor"]["flow"]
@@ -389,7 +389,7 @@ def issue_table(results):
     for n, t in results.get("timing", {}).items():
         rows.append((f"`guard animate` process, {n} thread{'s' if n > 1 else ''}", f"{t['animate_process']:.1f} s",
                      "<= 15 (2 cores)", "<= 10", t["animate_process"] <= 15 if n == 2 else None))
-    print("\n== issue 10's table")
+    print("\n== the fidelity table")
     print(f"{'property':50s} {'measured':20s} {'floor':16s} {'goal':8s}")
     for what, value, floor, goal, ok in rows:
         mark = "" if ok is None else ("ok" if ok else "misses the floor")
@@ -401,7 +401,7 @@ def main():
     p.add_argument("--model", default=os.path.join(ROOT, "guard", "models", "embedded"), help="an SVD-format folder")
     p.add_argument("--seeds", type=int, default=4, help="videos per image and setting, seeds 0..N-1 (default 4)")
     p.add_argument("--sweep-seeds", type=int, default=2, help="seeds of the buckets of the sweep outside "
-                   "issue 10's table (30, 64, 180, 255) and of the frame-count check (default 2, at most --seeds)")
+                   "the fidelity table (30, 64, 180, 255) and of the frame-count check (default 2, at most --seeds)")
     p.add_argument("--threads", default="2,1", help="comma-separated torch thread counts: the measurements run "
                    "with the first, the timing section times each (default 2,1; on a shared CPU use 1)")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections, from {','.join(SECTIONS)}")
