@@ -10,7 +10,7 @@ with parameters named after the controls; a value out of bounds is refused befor
 address can carry a result's settings (`guard.links`): "Copy link" gives it, and the page reads it when it opens.
 """
 
-import spaces  # noqa: I001  first: on ZeroGPU it must patch torch before anything initialises CUDA
+import spaces  # noqa: F401, I001  first: on ZeroGPU it must patch torch before anything initialises CUDA
 
 import contextlib
 import functools
@@ -105,7 +105,7 @@ def validator(entry):
 
 
 # -- entry points --------------------------------------------------------------------------------------------
-@spaces.GPU(duration=protect_seconds, size=serving.space_gpu_size())
+@serving.gpu_entry(protect_seconds)
 def protect_image(image: str, method: str = DEFAULTS["method"], eps: int = serving.DEFAULT_EPS,
                   steps: int = DEFAULTS["steps"], model: str = DEFAULTS["model"], seed: int = 0,
                   randomize_seed: bool = False, robust: bool = False, state: dict | None = None,
@@ -126,7 +126,7 @@ def protect_image(image: str, method: str = DEFAULTS["method"], eps: int = servi
                 settings_out: page.settings_text(result.numbers["settings"]), session: state}
 
 
-@spaces.GPU(duration=animate_seconds, size=serving.space_gpu_size())
+@serving.gpu_entry(animate_seconds)
 def animate_image(image: str, model: str = DEFAULTS["model"], seed: int = 0, randomize_seed: bool = False,
                   frames: int = 0, motion_bucket: int = 127, video_steps: int = 0, state: dict | None = None,
                   progress=gr.Progress()):
@@ -143,7 +143,7 @@ def animate_image(image: str, model: str = DEFAULTS["model"], seed: int = 0, ran
         return {video_original: str(path), seed_out: seed, settings_out: page.settings_text(settings), session: state}
 
 
-@spaces.GPU(duration=protect_and_animate_seconds, size=serving.space_gpu_size())
+@serving.gpu_entry(protect_and_animate_seconds)
 def protect_and_animate(image: str, method: str = DEFAULTS["method"], eps: int = serving.DEFAULT_EPS,
                         steps: int = DEFAULTS["steps"], model: str = DEFAULTS["model"], seed: int = 0,
                         randomize_seed: bool = False, frames: int = 0, motion_bucket: int = 127, video_steps: int = 0,
@@ -176,7 +176,7 @@ def result_outputs(files: dict, numbers: dict, stored: bool = False) -> dict:
             settings_out: page.settings_text(numbers["settings"]), numbers_json: numbers}
 
 
-@spaces.GPU(duration=survive_posting_seconds, size=serving.space_gpu_size())
+@serving.gpu_entry(survive_posting_seconds)
 def survive_posting(image: str, guarded: str, model: str = DEFAULTS["model"], seed: int = 0, frames: int = 0,
                     motion_bucket: int = 127, video_steps: int = 0, state: dict | None = None,
                     progress=gr.Progress()):
@@ -391,7 +391,7 @@ with gr.Blocks(title="guard", delete_cache=(1800, 3600)) as demo:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests
-    POOL.preload()
+    serving.on_model_thread(POOL.preload)()  # where every job will run (serving.model_thread)
     demo.queue(**QUEUE_OPTIONS).launch(**LAUNCH_OPTIONS)
 
 

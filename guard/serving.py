@@ -24,7 +24,9 @@ The bounds of every number a visitor gives are `guard.limits`' (shared with the 
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import logging
 import math
@@ -282,6 +284,44 @@ def visitor_message(error: Exception) -> str | None:
 def deadline() -> float:
     """When a job started now must stop (time.monotonic())."""
     return time.monotonic() + MAX_JOB_SECONDS
+
+
+# -- the model thread ---------------------------------------------------------------------------------------------
+_model_thread: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
+
+
+def model_thread() -> concurrent.futures.ThreadPoolExecutor:
+    """This process's one thread for model work (made on first use, and again in a forked process).
+
+    Why one: torch's OpenMP (libgomp) keeps its threads spinning between parallel regions only while the
+    threads it manages are no more than the cores, and every OS thread that runs torch gets a team of its
+    own. Gradio runs each request on one of many worker threads and the preload runs on the main thread,
+    so OpenMP throttles its spinning and sleeps between regions: on this project's 2-core CPU, 8 `freeze`
+    steps took 7.2 s on the main thread and 9.5-10.4 s on a second thread once the main one had run torch."""
+    global _model_thread
+    if _model_thread is None or _model_thread[0] != os.getpid():
+        _model_thread = (os.getpid(), concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="guard-model"))
+    return _model_thread[1]
+
+
+def on_model_thread(fn):
+    """`fn` run on `model_thread()` with the caller's context variables (Gradio's progress and request)."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        if threading.current_thread().name.startswith("guard-model"):
+            return fn(*args, **kwargs)
+        return model_thread().submit(contextvars.copy_context().run, fn, *args, **kwargs).result()
+    return run
+
+
+def gpu_entry(duration):
+    """The decorator of an app entry point: `spaces.GPU` with `duration` (a function of the entry point's
+    inputs) and the Space's size, around the entry point run on the model thread."""
+    import spaces  # imported first by app.py: on ZeroGPU it must patch torch before CUDA starts
+
+    def decorate(entry):
+        return spaces.GPU(duration=duration, size=space_gpu_size())(on_model_thread(entry))
+    return decorate
 
 
 def progress_of(progress, label: str, until: float):

@@ -217,3 +217,33 @@ def test_a_default_visit_on_each_default_gpu_model_reserves_at_most_a_minute():
         assert serving.reserved_seconds(duration, "large") <= 60, model
     assert "cogvideox" not in serving.GPU_DEFAULT_MODELS
     assert serving.reserved_seconds(serving.gpu_seconds("cogvideox", "vidfreeze", 16, videos=3, size="large"), "large") > 60
+
+
+def test_model_work_runs_on_one_thread_with_the_callers_context():
+    """Entry points run on the process's one model thread whichever Gradio thread calls them, with the
+    caller's context variables (Gradio's progress), and their errors reach the caller."""
+    import contextvars
+    import threading
+
+    var = contextvars.ContextVar("var", default="unset")
+
+    @serving.on_model_thread
+    def job(fail=False):
+        if fail:
+            raise InputError("bad input")
+        return threading.get_ident(), var.get()
+
+    def call(value, out):
+        var.set(value)
+        out.append(job())
+
+    seen = []
+    threads = [threading.Thread(target=call, args=(f"caller {i}", seen)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({ident for ident, _ in seen}) == 1  # one thread ran them all
+    assert sorted(value for _, value in seen) == ["caller 0", "caller 1", "caller 2"]
+    with pytest.raises(InputError, match="bad input"):
+        job(fail=True)
