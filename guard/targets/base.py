@@ -14,6 +14,7 @@ Every method here is differentiable with respect to the image unless its docstri
 from __future__ import annotations
 
 import contextlib
+import gc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -287,6 +288,25 @@ class Target:
     def _generate(self, image: PIL.Image.Image, seed: int, num_frames: int | None,
                   num_inference_steps: int | None, return_latents: bool, callback, **options) -> Video:
         raise NotImplementedError
+
+    # -- a fixed prompt (families with a text encoder) ---------------------------------------------
+    def drop_text_encoder(self) -> None:
+        """Free the pipeline's text encoder once the target's fixed prompts are encoded (`prompt_embeds`,
+        `negative_prompt_embeds`): CogVideoX's T5-XXL is about 9.5 GB in bf16, Wan's umT5-XXL 11 GB."""
+        self.pipe.text_encoder = None
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def prompt_inputs(self, prompt: str | None = None, negative_prompt: str | None = None) -> dict:
+        """The pipeline's `prompt_embeds` / `negative_prompt_embeds` for `generate`'s prompt options (None:
+        the target's own). Only the prompts encoded at load exist: another one raises ValueError."""
+        for field, given, own in (("prompt", prompt, self.prompt), ("negative_prompt", negative_prompt,
+                                                                   self.negative_prompt)):
+            if given is not None and given != own:
+                raise ValueError(f"{field}: {self.name} encoded its {field} {own!r} when it was loaded and has no "
+                                 f"text encoder since; load it with {field}={given!r} to use {given!r}")
+        return {"prompt_embeds": self.prompt_embeds, "negative_prompt_embeds": self.negative_prompt_embeds}
 
     # -- helpers ---------------------------------------------------------------------------------
     @staticmethod

@@ -19,7 +19,6 @@ What differs from SVD:
 
 from __future__ import annotations
 
-import gc
 
 import numpy as np
 import PIL.Image
@@ -240,20 +239,7 @@ class CogVideoXTarget(Target):
             max_sequence_length=self.transformer.config.max_text_seq_length,
             device=self.device, dtype=self.dtype,
         )  # (1, L, D) each
-        self.pipe.text_encoder = None
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    def prompt_inputs(self, prompt: str | None = None, negative_prompt: str | None = None) -> dict:
-        """The pipeline's `prompt_embeds` / `negative_prompt_embeds` for `generate`'s prompt options (None:
-        the target's own). Only the prompts encoded at load exist: another one raises ValueError."""
-        for field, given, own in (("prompt", prompt, self.prompt), ("negative_prompt", negative_prompt,
-                                                                   self.negative_prompt)):
-            if given is not None and given != own:
-                raise ValueError(f"{field}: {self.name} encoded its {field} {own!r} when it was loaded and has no "
-                                 f"text encoder since; load it with {field}={given!r} to use {given!r}")
-        return {"prompt_embeds": self.prompt_embeds, "negative_prompt_embeds": self.negative_prompt_embeds}
+        self.drop_text_encoder()
 
     # -- shapes -----------------------------------------------------------------------------------
     def check_num_frames(self, num_frames: int | None) -> None:

@@ -223,9 +223,7 @@ class LTXTarget(Target):
             max_sequence_length=TEXT_LENGTH, device=self.device, dtype=self.dtype)
         self.prompt_embeds, self.prompt_attention_mask = embeds, mask
         self.negative_prompt_embeds, self.negative_prompt_attention_mask = negative, negative_mask
-        self.pipe.text_encoder = None  # frees T5-XXL; `generate` passes the embeddings
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        self.drop_text_encoder()  # frees T5-XXL; `generate` passes the embeddings
 
     # -- shapes -----------------------------------------------------------------------------------
     def check_num_frames(self, num_frames: int | None) -> None:

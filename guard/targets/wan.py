@@ -33,7 +33,6 @@ computes a frame-to-frame map from sampled queries (`cogvideox.frame_attention`)
 
 from __future__ import annotations
 
-import gc
 
 import numpy as np
 import PIL.Image
@@ -249,20 +248,7 @@ class WanTarget(Target):
                                                    num_videos_per_prompt=1, max_sequence_length=TEXT_LENGTH,
                                                    device=self.device)
         self.prompt_embeds, self.negative_prompt_embeds = embeds.to(self.dtype), negative.to(self.dtype)  # (1, 512, D)
-        self.pipe.text_encoder = None
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    def prompt_inputs(self, prompt: str | None = None, negative_prompt: str | None = None) -> dict:
-        """The pipeline's `prompt_embeds` / `negative_prompt_embeds` for `generate`'s prompt options (None:
-        the target's own). Only the prompts encoded at load exist: another one raises ValueError."""
-        for field, given, own in (("prompt", prompt, self.prompt), ("negative_prompt", negative_prompt,
-                                                                   self.negative_prompt)):
-            if given is not None and given != own:
-                raise ValueError(f"{field}: {self.name} encoded its {field} {own!r} when it was loaded and has no "
-                                 f"text encoder since; load it with {field}={given!r} to use {given!r}")
-        return {"prompt_embeds": self.prompt_embeds, "negative_prompt_embeds": self.negative_prompt_embeds}
+        self.drop_text_encoder()
 
     # -- shapes -----------------------------------------------------------------------------------
     def check_num_frames(self, num_frames: int | None) -> None:
